@@ -1,0 +1,39 @@
+"""The Quart app factory: routes, schemas, errors. Services come in from the composition root."""
+
+from __future__ import annotations
+
+from quart import Quart
+from quart_schema import QuartSchema
+from quart_schema.openapi import HttpSecurityScheme, Info
+
+from chat.blueprints import auth, conversations, health
+from chat.errors import register_error_handlers
+from chat.services import EXTENSION, Services
+
+SECONDS = 1
+
+
+def create_app(services: Services) -> Quart:
+    app = Quart("chat")
+    settings = services.settings
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        BODY_TIMEOUT=30 * SECONDS,
+        # Ordinary answers are quick; streams switch their own timeout off.
+        RESPONSE_TIMEOUT=60 * SECONDS,
+        QUART_SCHEMA_PYDANTIC_DUMP_OPTIONS={"mode": "json"},
+    )
+    QuartSchema(
+        app,
+        openapi_path="/openapi.json",
+        swagger_ui_path="/docs",
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info=Info(title="Parley", version="1.0.0", description="AI customer-support chat API"),
+        security_schemes={"bearer": HttpSecurityScheme(scheme="bearer", bearer_format="JWT")},
+    )
+    for module in (health, auth, conversations):
+        app.register_blueprint(module.blueprint)
+    register_error_handlers(app)
+    app.extensions[EXTENSION] = services
+    return app

@@ -1,0 +1,177 @@
+"""Conversations and their messages (routes 1–6 of the contract)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from quart import Blueprint, Response, request
+from quart_schema import (
+    document_response,
+    security_scheme_blueprint,
+    validate_querystring,
+    validate_request,
+)
+
+from actors.wire import conversation_json, message_json
+from chat.auth import current_user, require_user
+from chat.errors import APIError, not_found
+from chat.schemas import (
+    ConversationData,
+    ConversationFilter,
+    ConversationResponse,
+    Conversations,
+    Error,
+    MessageData,
+    MessageFilter,
+    MessageResponse,
+    Messages,
+    TitleData,
+)
+from chat.services import services
+from storage.conversations import (
+    insert_conversation,
+    select_conversations,
+    soft_delete_conversation,
+    update_conversation_title,
+)
+from storage.messages import insert_message, select_messages
+
+blueprint = Blueprint("conversations", __name__, url_prefix="/api/v1/chat/conversations")
+security_scheme_blueprint(blueprint, [{"bearer": []}])
+
+DEFAULT_TITLE = "New conversation"
+MAX_IDEMPOTENCY_KEY = 200
+JSONDict = dict[str, Any]
+
+
+def idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise APIError(
+            422,
+            "validation_error",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+        )
+    return key
+
+
+@blueprint.get("")
+@document_response(Conversations, 200)
+@document_response(Error, 401)
+@document_response(Error, 422)
+@require_user
+@validate_querystring(ConversationFilter)
+async def get_conversations(query_args: ConversationFilter) -> JSONDict:
+    """List my conversations, most recently active first."""
+    items, total = await select_conversations(
+        services().db, current_user().id, offset=query_args.offset, limit=query_args.limit
+    )
+    return {
+        "items": [conversation_json(c) for c in items],
+        "total": total,
+        "offset": query_args.offset,
+        "limit": query_args.limit,
+    }
+
+
+@blueprint.post("")
+@document_response(ConversationResponse, 201)
+@document_response(Error, 401)
+@document_response(Error, 422)
+@require_user
+@validate_request(ConversationData)
+async def post_conversation(data: ConversationData) -> tuple[JSONDict, int]:
+    """Start a conversation; without a title it gets one from its first message."""
+    found = services()
+    conversation = await insert_conversation(
+        found.db,
+        user_id=current_user().id,
+        title=data.title or DEFAULT_TITLE,
+        title_set_by_user=bool(data.title),
+        retention_days=found.settings.retention_days,
+    )
+    return conversation_json(conversation), 201
+
+
+@blueprint.get("/<uuid:conversation_id>/messages")
+@document_response(Messages, 200)
+@document_response(Error, 401)
+@document_response(Error, 404)
+@document_response(Error, 422)
+@require_user
+@validate_querystring(MessageFilter)
+async def get_messages(conversation_id: UUID, query_args: MessageFilter) -> JSONDict:
+    """List a conversation's messages, oldest first."""
+    page = await select_messages(
+        services().db,
+        current_user().id,
+        conversation_id,
+        offset=query_args.offset,
+        limit=query_args.limit,
+    )
+    if page is None:
+        raise not_found()
+    items, total = page
+    return {
+        "items": [message_json(m) for m in items],
+        "total": total,
+        "offset": query_args.offset,
+        "limit": query_args.limit,
+    }
+
+
+@blueprint.post("/<uuid:conversation_id>/messages")
+@document_response(MessageResponse, 202)
+@document_response(Error, 401)
+@document_response(Error, 404)
+@document_response(Error, 413)
+@document_response(Error, 422)
+@require_user
+@validate_request(MessageData)
+async def post_message(conversation_id: UUID, data: MessageData) -> tuple[JSONDict, int]:
+    """Send a message; answers 202 with the stored message.
+
+    An `Idempotency-Key` header makes a retry return the first answer and store nothing new.
+    """
+    message, _ = await insert_message(
+        services().db,
+        user_id=current_user().id,
+        conversation_id=conversation_id,
+        role="user",
+        content=data.message,
+        idempotency_key=idempotency_key(),
+    )
+    return message_json(message), 202
+
+
+@blueprint.patch("/<uuid:conversation_id>/title")
+@document_response(ConversationResponse, 200)
+@document_response(Error, 401)
+@document_response(Error, 404)
+@document_response(Error, 422)
+@require_user
+@validate_request(TitleData)
+async def patch_title(conversation_id: UUID, data: TitleData) -> JSONDict:
+    """Rename a conversation; an automatic title never replaces this one."""
+    conversation = await update_conversation_title(
+        services().db, current_user().id, conversation_id, title=data.title, by_user=True
+    )
+    if conversation is None:
+        raise not_found()
+    return conversation_json(conversation)
+
+
+@blueprint.delete("/<uuid:conversation_id>")
+@document_response(Error, 401)
+@document_response(Error, 404)
+@require_user
+async def delete_conversation(conversation_id: UUID) -> Response:
+    """Delete a conversation; it answers 404 everywhere from then on."""
+    conversation = await soft_delete_conversation(services().db, current_user().id, conversation_id)
+    if conversation is None:
+        raise not_found()
+    return Response(status=204)

@@ -1,0 +1,111 @@
+"""The one table that turns errors into HTTP answers `{"detail", "code"}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from quart import Quart, Response, jsonify
+from quart_schema import RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException
+
+from actors.errors import ActorUnavailable, ConversationGone
+from storage.errors import Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+CODES = {
+    400: "validation_error",
+    401: "not_authenticated",
+    403: "inactive_user",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class APIError(Exception):
+    """An answer with a status, a stable code and a readable detail."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+def not_found() -> APIError:
+    return APIError(404, "not_found", "Not found")
+
+
+def error_response(
+    status: int,
+    code: str,
+    detail: str | list[dict[str, Any]],
+    headers: dict[str, str] | None = None,
+) -> Response:
+    response = jsonify(detail=detail, code=code)
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    response.headers.update(headers or {})
+    return response
+
+
+def _field_errors(error: Exception) -> list[dict[str, Any]]:
+    if isinstance(error, ValidationError):
+        # Only location, message and type: the input itself may hold a password.
+        return [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in error.errors(include_url=False)
+        ]
+    return [{"loc": [], "msg": str(error) or "invalid request", "type": "value_error"}]
+
+
+def register_error_handlers(app: Quart) -> None:
+    @app.errorhandler(APIError)
+    async def handle_api_error(error: APIError) -> Response:
+        return error_response(error.status, error.code, error.detail)
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def handle_validation(error: RequestSchemaValidationError) -> Response:
+        return error_response(422, "validation_error", _field_errors(error.validation_error))
+
+    @app.errorhandler(NotFound)
+    async def handle_not_found(error: NotFound) -> Response:
+        return error_response(404, "not_found", "Not found")
+
+    @app.errorhandler(ConversationGone)
+    async def handle_gone(error: ConversationGone) -> Response:
+        return error_response(404, "not_found", "Not found")
+
+    @app.errorhandler(Conflict)
+    async def handle_conflict(error: Conflict) -> Response:
+        return error_response(409, "conflict", str(error))
+
+    @app.errorhandler(ActorUnavailable)
+    async def handle_unavailable(error: ActorUnavailable) -> Response:
+        return error_response(503, "unavailable", str(error), {"Retry-After": "1"})
+
+    @app.errorhandler(HTTPException)
+    async def handle_http(error: HTTPException) -> Response:
+        status = error.code or 500
+        if status == 400:
+            # Malformed JSON and other unreadable bodies are validation errors in our contract.
+            detail: str | list[dict[str, Any]] = [
+                {"loc": ["body"], "msg": "the body is not valid JSON", "type": "json_invalid"}
+            ]
+            return error_response(422, "validation_error", detail)
+        code = CODES.get(status, "error")
+        return error_response(status, code, error.description or error.name)
+
+    @app.errorhandler(Exception)
+    async def handle_unexpected(error: Exception) -> Response:
+        # The client learns nothing of the cause; the log has the whole trace.
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "Internal server error")

@@ -1,0 +1,30 @@
+"""The services one app runs with, hung off the app by the composition root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from quart import current_app
+
+if TYPE_CHECKING:
+    from databases import Database
+
+    from chat.auth import Passwords, Tokens
+    from chat.settings import Settings
+
+EXTENSION = "parley"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    tokens: Tokens
+    passwords: Passwords
+
+
+def services() -> Services:
+    """The current app's services (inside a request, websocket or app context)."""
+    found: Services = current_app.extensions[EXTENSION]
+    return found

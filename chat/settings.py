@@ -1,0 +1,120 @@
+"""Settings: one frozen object read once from the environment and checked before anything starts.
+
+Every setting is an environment variable of the same name in upper case; the README's table
+lists them. Durations are in seconds unless the name says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from storage.database import normalise_url
+
+SECONDS = 1.0
+MINUTES = 60 * SECONDS
+HOURS = 60 * MINUTES
+MIN_SECRET_LENGTH = 32
+
+
+class SettingsError(Exception):
+    """A setting has a value the service cannot run with; the message is one readable line."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    parley_env: Literal["development", "production"] = "development"
+    parley_var_dir: Path = Path("var")
+    database_url: str = ""
+    database_pool_size: int = Field(10, ge=1, le=200)
+    redis_url: str = ""
+    jwt_secret: str = ""
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = "parley"
+    jwt_audience: str = "parley-api"
+    access_token_ttl_s: float = Field(1 * HOURS, gt=0)
+    registration_enabled: bool = True
+    # argon2id cost; the defaults are argon2-cffi's (RFC 9106 low-memory profile).
+    password_hash_time_cost: int = Field(3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(64 * 1024, ge=8, le=4 * 1024 * 1024)
+    max_request_bytes: int = Field(1024 * 1024, ge=1024)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Soft-deleted conversations are purged after their retention, checked this often.
+    retention_days: int = Field(30, ge=0)
+    sweep_interval_s: float = Field(1 * HOURS, gt=0)
+    # The assistant.
+    assistant_provider: Literal["local", "openai"] = "local"
+    assistant_token_delay_ms: float = Field(30, ge=0)
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: str = ""
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_s: float = Field(60 * SECONDS, gt=0)
+    openai_max_retries: int = Field(2, ge=0, le=10)
+    # Actors and their events.
+    actor_idle_s: float = Field(5 * MINUTES, gt=0)
+    actor_max_live: int = Field(10_000, ge=1)
+    actor_mailbox_size: int = Field(64, ge=1)
+    actor_history_messages: int = Field(50, ge=1)
+    shutdown_grace_s: float = Field(10 * SECONDS, ge=0)
+    reply_timeout_s: float = Field(5 * MINUTES, gt=0)
+    events_retained: int = Field(1000, ge=1)
+    events_retained_s: float = Field(10 * MINUTES, gt=0)
+    events_retained_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    subscriber_queue_size: int = Field(1000, ge=1)
+    sse_keepalive_s: float = Field(15 * SECONDS, gt=0)
+
+    @model_validator(mode="after")
+    def _check_secret(self) -> Settings:
+        if self.parley_env == "production":
+            if not self.jwt_secret:
+                raise ValueError("JWT_SECRET is required when PARLEY_ENV=production")
+            if len(self.jwt_secret) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters in production"
+                )
+        return self
+
+    @property
+    def database(self) -> str:
+        """The database URL, the embedded SQLite file under the var folder by default."""
+        if self.database_url:
+            return normalise_url(self.database_url)
+        return f"sqlite+aiosqlite:///{self.parley_var_dir.resolve() / 'parley.db'}"
+
+
+def _dev_secret(var_dir: Path) -> str:
+    """A development secret made once and kept, so tokens survive restarts."""
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path = var_dir / "jwt_secret"
+    if not path.exists():
+        # O_EXCL: two instances starting together must not overwrite each other's secret.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read and check the settings; `SettingsError` with a one-line message if one is wrong."""
+    values = {k.lower(): v for k, v in (os.environ if environ is None else environ).items()}
+    fields = Settings.model_fields
+    try:
+        settings = Settings.model_validate({k: v for k, v in values.items() if k in fields})
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        message = first["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"invalid setting {name}: {message}") from None
+    if not settings.jwt_secret:
+        secret = _dev_secret(settings.parley_var_dir)
+        settings = settings.model_copy(update={"jwt_secret": secret})
+    return settings

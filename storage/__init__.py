@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core tables and repository functions over one `databases.Database`."""

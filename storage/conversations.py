@@ -1,0 +1,137 @@
+"""Conversations, always read and written on behalf of their owner (`user_id`)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import sqlalchemy as sa
+from databases import Database
+
+from storage.rows import Conversation, now, utc
+from storage.tables import conversations
+
+_live = conversations.c.deleted_at.is_(None)
+
+
+def _owned(user_id: uuid.UUID, conversation_id: uuid.UUID) -> sa.ColumnElement[bool]:
+    return sa.and_(conversations.c.id == conversation_id, conversations.c.user_id == user_id, _live)
+
+
+async def insert_conversation(
+    db: Database,
+    *,
+    user_id: uuid.UUID,
+    title: str,
+    title_set_by_user: bool,
+    retention_days: int,
+) -> Conversation:
+    at = now()
+    conversation = Conversation(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        title=title,
+        title_set_by_user=title_set_by_user,
+        created_at=at,
+        updated_at=at,
+        deleted_at=None,
+        total_messages=0,
+        total_tokens_used=0,
+        is_auditable=False,
+        retention_days=retention_days,
+    )
+    values = {f: getattr(conversation, f) for f in Conversation.__slots__}
+    await db.execute(conversations.insert().values(**values))
+    return conversation
+
+
+async def select_conversations(
+    db: Database, user_id: uuid.UUID, *, offset: int, limit: int
+) -> tuple[list[Conversation], int]:
+    """One page, newest activity first, and the total; one query unless the page is empty."""
+    mine = sa.and_(conversations.c.user_id == user_id, _live)
+    query = (
+        sa.select(conversations, sa.func.count().over().label("total"))
+        .where(mine)
+        .order_by(conversations.c.updated_at.desc(), conversations.c.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    rows = await db.fetch_all(query)
+    if rows:
+        return [Conversation.from_row(row) for row in rows], rows[0]["total"]
+    # Past the end the window count has no row to ride on.
+    total = await db.fetch_val(sa.select(sa.func.count()).select_from(conversations).where(mine))
+    return [], int(total or 0)
+
+
+async def select_conversation(
+    db: Database, user_id: uuid.UUID, conversation_id: uuid.UUID
+) -> Conversation | None:
+    row = await db.fetch_one(conversations.select().where(_owned(user_id, conversation_id)))
+    return None if row is None else Conversation.from_row(row)
+
+
+async def update_conversation_title(
+    db: Database,
+    user_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    *,
+    title: str,
+    by_user: bool,
+) -> Conversation | None:
+    """Rename; an automatic title (`by_user=False`) never overwrites one the user chose."""
+    where = _owned(user_id, conversation_id)
+    if not by_user:
+        where = sa.and_(where, conversations.c.title_set_by_user.is_(False))
+    query = (
+        sa.update(conversations)
+        .where(where)
+        .values(title=title, title_set_by_user=by_user, updated_at=now())
+        .returning(*conversations.c)
+    )
+    row = await db.fetch_one(query)
+    return None if row is None else Conversation.from_row(row)
+
+
+async def add_tokens_used(db: Database, conversation_id: uuid.UUID, tokens: int) -> None:
+    await db.execute(
+        sa.update(conversations)
+        .where(conversations.c.id == conversation_id)
+        .values(total_tokens_used=conversations.c.total_tokens_used + tokens)
+    )
+
+
+async def soft_delete_conversation(
+    db: Database, user_id: uuid.UUID, conversation_id: uuid.UUID
+) -> Conversation | None:
+    """Mark deleted; from then on every owner-scoped read treats it as missing."""
+    at = now()
+    query = (
+        sa.update(conversations)
+        .where(_owned(user_id, conversation_id))
+        .values(deleted_at=at, updated_at=at)
+        .returning(*conversations.c)
+    )
+    row = await db.fetch_one(query)
+    return None if row is None else Conversation.from_row(row)
+
+
+async def purge_deleted_conversations(db: Database) -> int:
+    """Remove soft-deleted conversations (and by cascade their messages) past their retention."""
+    rows = await db.fetch_all(
+        sa.select(
+            conversations.c.id, conversations.c.deleted_at, conversations.c.retention_days
+        ).where(conversations.c.deleted_at.is_not(None))
+    )
+    at = now()
+    expired = [
+        row["id"]
+        for row in rows
+        if utc(row["deleted_at"]) + timedelta(days=row["retention_days"]) <= at
+    ]
+    # One statement per row: `databases` does not apply the UUID bind processor to the
+    # expanded parameters of an IN list on SQLite. Deletions are few and rare.
+    for conversation_id in expired:
+        await db.execute(sa.delete(conversations).where(conversations.c.id == conversation_id))
+    return len(expired)

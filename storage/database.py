@@ -1,0 +1,59 @@
+"""Opening the one `databases.Database` of a process, with the backend's connection settings."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from databases import Database, DatabaseURL
+
+
+class _SQLiteConnection(sqlite3.Connection):
+    """Every embedded connection enforces foreign keys and waits for the write lock."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Off by default in SQLite, per connection: without it ON DELETE CASCADE does nothing.
+        self.execute("PRAGMA foreign_keys = ON")
+        self.execute("PRAGMA busy_timeout = 30000")
+
+
+def normalise_url(url: str) -> str:
+    """Name the async driver explicitly, so `postgres://` URLs from hosting platforms work too."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    return url
+
+
+def is_sqlite(url: str) -> bool:
+    return DatabaseURL(url).dialect == "sqlite"
+
+
+def create_database(url: str, *, pool_size: int = 10) -> Database:
+    """Build the process's database handle; `connect()` is the caller's (the composition root)."""
+    url = normalise_url(url)
+    if is_sqlite(url):
+        return Database(url, factory=_SQLiteConnection)
+    return Database(url, min_size=1, max_size=pool_size)
+
+
+async def prepare(db: Database) -> None:
+    """Per-database settings that persist in the file and only need setting once per start."""
+    if is_sqlite(str(db.url)):
+        # WAL lets readers go on while the one writer commits.
+        await db.execute("PRAGMA journal_mode = WAL")
+
+
+def url_from_environment() -> str:
+    """`DATABASE_URL`, or the embedded SQLite file under the var folder (`PARLEY_VAR_DIR`)."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if url:
+        return url
+    var_dir = Path(os.environ.get("PARLEY_VAR_DIR", "").strip() or "var")
+    var_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite+aiosqlite:///{var_dir.resolve() / 'parley.db'}"

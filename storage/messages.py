@@ -1,0 +1,165 @@
+"""Messages of a conversation, numbered by `seq` from 1 with no gaps.
+
+`seq` comes from the conversation's `total_messages`, bumped in the same transaction as
+the insert: the row lock that UPDATE takes serialises concurrent writers on PostgreSQL, and
+SQLite has a single writer, so two messages can never draw the same number.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+import sqlalchemy as sa
+from databases import Database
+
+from storage.errors import NotFound
+from storage.rows import Message, now
+from storage.tables import conversations, messages
+from storage.users import UNIQUE_VIOLATIONS
+
+
+async def insert_message(
+    db: Database,
+    *,
+    user_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    role: str,
+    content: str,
+    status: str = "complete",
+    message_id: uuid.UUID | None = None,
+    model_used: str | None = None,
+    confidence_score: float | None = None,
+    entity_references: list[dict[str, Any]] | None = None,
+    entity_links: list[dict[str, Any]] | None = None,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[Message, bool]:
+    """Store a message; returns it and whether it is new.
+
+    With an `idempotency_key` already used in this conversation the first message is returned
+    and nothing is written. `NotFound` if the conversation is not the user's live one.
+    """
+    if idempotency_key is not None:
+        existing = await select_message_by_key(db, conversation_id, idempotency_key)
+        if existing is not None:
+            return existing, False
+    at = now()
+    bump = (
+        sa.update(conversations)
+        .where(
+            conversations.c.id == conversation_id,
+            conversations.c.user_id == user_id,
+            conversations.c.deleted_at.is_(None),
+        )
+        .values(total_messages=conversations.c.total_messages + 1, updated_at=at)
+        .returning(conversations.c.total_messages)
+    )
+    try:
+        async with db.transaction():
+            seq = await db.fetch_val(bump)
+            if seq is None:
+                raise NotFound("conversation")
+            message = Message(
+                id=message_id or uuid.uuid4(),
+                conversation_id=conversation_id,
+                seq=seq,
+                role=role,
+                content=content,
+                status=status,
+                model_used=model_used,
+                confidence_score=confidence_score,
+                entity_references=entity_references or [],
+                entity_links=entity_links or [],
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                idempotency_key=idempotency_key,
+                created_at=at,
+            )
+            await db.execute(messages.insert().values(**asdict(message)))
+    except UNIQUE_VIOLATIONS:
+        # A concurrent retry with the same key won the race; its message is the answer.
+        if idempotency_key is None:
+            raise
+        existing = await select_message_by_key(db, conversation_id, idempotency_key)
+        if existing is None:
+            raise
+        return existing, False
+    return message, True
+
+
+async def select_message_by_key(
+    db: Database, conversation_id: uuid.UUID, idempotency_key: str
+) -> Message | None:
+    row = await db.fetch_one(
+        messages.select().where(
+            messages.c.conversation_id == conversation_id,
+            messages.c.idempotency_key == idempotency_key,
+        )
+    )
+    return None if row is None else Message.from_row(row)
+
+
+async def select_reply(db: Database, conversation_id: uuid.UUID, after_seq: int) -> Message | None:
+    """The assistant's answer to the message numbered `after_seq`, once it is stored."""
+    row = await db.fetch_one(
+        messages.select()
+        .where(
+            messages.c.conversation_id == conversation_id,
+            messages.c.seq > after_seq,
+            messages.c.role == "assistant",
+        )
+        .order_by(messages.c.seq)
+        .limit(1)
+    )
+    return None if row is None else Message.from_row(row)
+
+
+async def select_messages(
+    db: Database, user_id: uuid.UUID, conversation_id: uuid.UUID, *, offset: int, limit: int
+) -> tuple[list[Message], int] | None:
+    """One page oldest first and the total, or `None` if the conversation is not the user's.
+
+    Because `seq` runs 1..total with no gaps, a page is a `seq` range: one indexed query that
+    also checks ownership and reads the total, with at least one row whenever the
+    conversation exists.
+    """
+    query = (
+        sa.select(conversations.c.total_messages.label("total"), messages)
+        .select_from(
+            conversations.outerjoin(
+                messages,
+                sa.and_(
+                    messages.c.conversation_id == conversations.c.id,
+                    messages.c.seq > offset,
+                    messages.c.seq <= offset + limit,
+                ),
+            )
+        )
+        .where(
+            conversations.c.id == conversation_id,
+            conversations.c.user_id == user_id,
+            conversations.c.deleted_at.is_(None),
+        )
+        .order_by(messages.c.seq)
+    )
+    rows = await db.fetch_all(query)
+    if not rows:
+        return None
+    items = [Message.from_row(row) for row in rows if row["id"] is not None]
+    return items, rows[0]["total"]
+
+
+async def select_recent_messages(
+    db: Database, conversation_id: uuid.UUID, *, limit: int
+) -> list[Message]:
+    """The last `limit` messages, oldest first: an actor's working history."""
+    rows = await db.fetch_all(
+        messages.select()
+        .where(messages.c.conversation_id == conversation_id)
+        .order_by(messages.c.seq.desc())
+        .limit(limit)
+    )
+    return [Message.from_row(row) for row in reversed(rows)]

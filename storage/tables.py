@@ -1,0 +1,89 @@
+"""The schema, as SQLAlchemy Core tables. Alembic's revisions must match these exactly."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+# Stable constraint names so Alembic can diff and drop them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+Timestamp = sa.DateTime(timezone=True)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("display_name", sa.String(100), nullable=True),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("user_id", sa.Uuid, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("title", sa.String(500), nullable=False),
+    sa.Column("title_set_by_user", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("deleted_at", Timestamp, nullable=True),
+    sa.Column("total_messages", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("total_tokens_used", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("is_auditable", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("retention_days", sa.Integer, nullable=False, server_default="30"),
+    # The sweeper scans soft-deleted rows only.
+    sa.Index(
+        "ix_conversations_deleted_at",
+        "deleted_at",
+        sqlite_where=sa.text("deleted_at IS NOT NULL"),
+        postgresql_where=sa.text("deleted_at IS NOT NULL"),
+    ),
+)
+
+# The list route reads a user's live conversations newest first.
+sa.Index(
+    "ix_conversations_user_live",
+    conversations.c.user_id,
+    conversations.c.updated_at.desc(),
+    sqlite_where=sa.text("deleted_at IS NULL"),
+    postgresql_where=sa.text("deleted_at IS NULL"),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column(
+        "conversation_id",
+        sa.Uuid,
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("model_used", sa.String(200), nullable=True),
+    sa.Column("confidence_score", sa.Float, nullable=True),
+    sa.Column("entity_references", sa.JSON, nullable=False),
+    sa.Column("entity_links", sa.JSON, nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=True),
+    sa.Column("completion_tokens", sa.Integer, nullable=True),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("conversation_id", "seq"),
+    sa.UniqueConstraint("conversation_id", "idempotency_key"),
+    sa.CheckConstraint("role IN ('user', 'assistant')", name="role"),
+    sa.CheckConstraint("status IN ('complete', 'streaming', 'cancelled', 'failed')", name="status"),
+)

@@ -1,0 +1,50 @@
+"""Users: registration, lookup by email for login, lookup by id for every authenticated request."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+
+import asyncpg
+import sqlalchemy as sa
+from databases import Database
+
+from storage.errors import Conflict
+from storage.rows import User, now
+from storage.tables import users
+
+UNIQUE_VIOLATIONS = (sqlite3.IntegrityError, asyncpg.UniqueViolationError)
+
+
+async def insert_user(
+    db: Database, *, email: str, password_hash: str, display_name: str | None
+) -> User:
+    """Store a new active user; `Conflict` if the email (compared case-insensitively) is taken."""
+    user = User(
+        id=uuid.uuid4(),
+        email=email.strip().lower(),
+        password_hash=password_hash,
+        display_name=display_name,
+        is_active=True,
+        created_at=now(),
+    )
+    values = {f: getattr(user, f) for f in User.__slots__}
+    try:
+        await db.execute(users.insert().values(**values))
+    except UNIQUE_VIOLATIONS as error:
+        raise Conflict("email already registered") from error
+    return user
+
+
+async def select_user(db: Database, user_id: uuid.UUID) -> User | None:
+    row = await db.fetch_one(users.select().where(users.c.id == user_id))
+    return None if row is None else User.from_row(row)
+
+
+async def select_user_by_email(db: Database, email: str) -> User | None:
+    row = await db.fetch_one(users.select().where(users.c.email == email.strip().lower()))
+    return None if row is None else User.from_row(row)
+
+
+async def update_user_active(db: Database, user_id: uuid.UUID, *, is_active: bool) -> None:
+    await db.execute(sa.update(users).where(users.c.id == user_id).values(is_active=is_active))
