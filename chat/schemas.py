@@ -6,11 +6,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 # Contract: ISO 8601 with an explicit `+00:00` offset (pydantic alone would write `Z`).
 Timestamp = Annotated[
-    datetime, PlainSerializer(lambda v: v.isoformat(), return_type=str, when_used="json")
+    datetime,
+    PlainSerializer(lambda v: v.isoformat(), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 
 

@@ -11,7 +11,14 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from storage.database import normalise_url
 
@@ -26,7 +33,7 @@ class SettingsError(Exception):
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     parley_env: Literal["development", "production"] = "development"
     parley_var_dir: Path = Path("var")
@@ -68,16 +75,18 @@ class Settings(BaseModel):
     subscriber_queue_size: int = Field(1000, ge=1)
     sse_keepalive_s: float = Field(15 * SECONDS, gt=0)
 
-    @model_validator(mode="after")
-    def _check_secret(self) -> Settings:
-        if self.parley_env == "production":
-            if not self.jwt_secret:
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_secret(cls, secret: str, info: ValidationInfo) -> str:
+        # `parley_env` is declared first, so it is already validated here.
+        if info.data.get("parley_env") == "production":
+            if not secret:
                 raise ValueError("JWT_SECRET is required when PARLEY_ENV=production")
-            if len(self.jwt_secret) < MIN_SECRET_LENGTH:
+            if len(secret) < MIN_SECRET_LENGTH:
                 raise ValueError(
                     f"JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters in production"
                 )
-        return self
+        return secret
 
     @property
     def database(self) -> str:
