@@ -1,0 +1,281 @@
+"""`ConversationActor`: one task per live conversation, one command at a time."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from actors.commands import Accepted, Command, PostMessage
+from actors.hub import Hub
+from actors.provider import (
+    Provider,
+    ProviderError,
+    ReplyInfo,
+    ReplyRequest,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    Turn,
+)
+from actors.store import Store
+from actors.wire import conversation_json, message_json
+from storage.rows import Conversation, Message
+
+log = logging.getLogger(__name__)
+
+TITLE_LENGTH = 60
+STORE_DEADLINE_S = 10.0
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    idle_s: float = 300.0
+    max_live: int = 10_000
+    mailbox_size: int = 64
+    history_messages: int = 50
+    reply_timeout_s: float = 300.0
+    shutdown_grace_s: float = 10.0
+    # A conversation whose actor crashes more often than this is refused for a while.
+    max_restarts: int = 5
+    restart_window_s: float = 60.0
+
+
+def make_title(text: str) -> str:
+    """A short title from a first message: its first words, cut at a word boundary."""
+    words = " ".join(text.split())
+    if len(words) <= TITLE_LENGTH:
+        return words
+    return words[:TITLE_LENGTH].rsplit(" ", 1)[0].rstrip(",.;:") + "…"
+
+
+@dataclass
+class _Draft:
+    """The reply being generated: what the provider has said so far."""
+
+    id: uuid.UUID
+    parts: list[str]
+    info: dict[str, Any]
+
+    def merge(self, info: ReplyInfo) -> None:
+        for name in ("model", "confidence", "prompt_tokens", "completion_tokens"):
+            value = getattr(info, name)
+            if value is not None:
+                self.info[name] = value
+        for name in ("entity_references", "entity_links"):
+            if getattr(info, name):
+                self.info[name] = getattr(info, name)
+
+
+class ConversationActor:
+    """Owns a conversation's history and its inference stream.
+
+    Commands arrive through a bounded mailbox and are handled one at a time, so replies in
+    one conversation never interleave. Everything it stores it also publishes to the hub.
+    """
+
+    def __init__(
+        self,
+        conversation: Conversation,
+        *,
+        store: Store,
+        provider: Provider,
+        hub: Hub,
+        config: ActorConfig,
+        on_idle: Callable[[ConversationActor], None],
+    ) -> None:
+        self.conversation = conversation
+        self.current: Command | None = None
+        self._store = store
+        self._provider = provider
+        self._hub = hub
+        self._config = config
+        self._on_idle = on_idle
+        self._history: list[Turn] = []
+        self._reply_scope: anyio.CancelScope | None = None
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.conversation.id
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None
+
+    def cancel_reply(self) -> bool:
+        """Stop the reply being generated, if any; what it said so far is kept."""
+        if self._reply_scope is None:
+            return False
+        self._reply_scope.cancel()
+        return True
+
+    async def run(
+        self,
+        inbox: MemoryObjectReceiveStream[Command],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Load the history, then handle commands until idle or the mailbox is closed."""
+        recent = await self._store.load_history(self.id, self._config.history_messages)
+        self._history = [Turn(m.role, m.content) for m in recent]
+        task_status.started()
+        # The mailbox is the supervisor's to close: after a crash it hands what is still
+        # queued to the next actor.
+        while True:
+            command: Command | None = None
+            with anyio.move_on_after(self._config.idle_s):
+                try:
+                    command = await inbox.receive()
+                except anyio.EndOfStream:
+                    return
+            if command is None:
+                # Idle: the registry forgets us and closes the mailbox without an await, so a
+                # command is either already queued (and handled next) or goes to a new actor.
+                self._on_idle(self)
+                continue
+            # Left set if `_post` raises: the supervisor fails that command's caller.
+            self.current = command
+            await self._post(command)
+            self.current = None
+
+    def _publish(self, type: str, payload: dict[str, Any]) -> None:
+        self._hub.publish(self.id, self.conversation.user_id, type, payload)
+
+    def _remember(self, turn: Turn) -> None:
+        self._history.append(turn)
+        del self._history[: -self._config.history_messages]
+
+    async def _post(self, command: PostMessage) -> None:
+        message, new = await self._store.insert_message(
+            user_id=command.user_id,
+            conversation_id=self.id,
+            role="user",
+            content=command.content,
+            idempotency_key=command.idempotency_key,
+        )
+        if not new:
+            reply = await self._store.reply_after(self.id, message.seq)
+            if reply is not None:
+                command.accepted.set(Accepted(message, reply.id, duplicate=True))
+                command.finished.set(reply)
+                return
+            # The first attempt's reply was never stored (its actor crashed): answer now.
+        else:
+            self._remember(Turn("user", message.content))
+            self.conversation = replace(
+                self.conversation, total_messages=message.seq, updated_at=message.created_at
+            )
+            self._publish("message", {"message": message_json(message)})
+        draft = _Draft(uuid.uuid4(), [], {})
+        command.accepted.set(Accepted(message, draft.id, duplicate=not new))
+        reply = await self._reply(message, draft)
+        command.finished.set(reply)
+
+    async def _reply(self, question: Message, draft: _Draft) -> Message:
+        """Stream the provider's answer, publish it, and store it whatever happens."""
+        request = ReplyRequest(self.id, self.conversation.user_id, tuple(self._history))
+        status, error, code = "complete", "", ""
+        crash: Exception | None = None
+        scope = self._reply_scope = anyio.CancelScope()
+        try:
+            with scope, anyio.fail_after(self._config.reply_timeout_s):
+                await self._generate(request, draft)
+        except ProviderError as failure:
+            status, error, code = "failed", str(failure), failure.code
+        except TimeoutError:
+            status, error, code = "failed", "the reply took too long", "timeout"
+        except anyio.get_cancelled_exc_class():
+            # Shutdown past its grace period: keep what was generated, then stop.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(STORE_DEADLINE_S):
+                await self._finish(question, draft, "cancelled", "shutting down", "shutdown")
+            raise
+        except Exception as failure:
+            log.exception("provider crashed in conversation %s", self.id)
+            status, error, code, crash = "failed", "the assistant failed", "internal_error", failure
+        finally:
+            self._reply_scope = None
+        if scope.cancelled_caught:
+            status, error, code = "cancelled", "cancelled", "cancelled"
+        reply = await self._finish(question, draft, status, error, code)
+        if crash is not None:
+            raise crash
+        return reply
+
+    async def _generate(self, request: ReplyRequest, draft: _Draft) -> None:
+        message_id = str(draft.id)
+        async with aclosing(self._provider.stream(request)) as parts:
+            async for part in parts:
+                if isinstance(part, TextDelta):
+                    if part.text:
+                        draft.parts.append(part.text)
+                        self._publish("chunk", {"message_id": message_id, "content": part.text})
+                elif isinstance(part, ToolCall):
+                    self._publish(
+                        "tool_call",
+                        {"message_id": message_id, "name": part.name, "arguments": part.arguments},
+                    )
+                elif isinstance(part, ToolResult):
+                    self._publish(
+                        "tool_result", {"message_id": message_id, "name": part.name, "ok": part.ok}
+                    )
+                else:
+                    draft.merge(part)
+
+    async def _finish(
+        self, question: Message, draft: _Draft, status: str, error: str, code: str
+    ) -> Message:
+        content = "".join(draft.parts)
+        info = draft.info
+        reply, _ = await self._store.insert_message(
+            user_id=self.conversation.user_id,
+            conversation_id=self.id,
+            role="assistant",
+            content=content,
+            status=status,
+            message_id=draft.id,
+            model_used=info.get("model"),
+            confidence_score=info.get("confidence"),
+            entity_references=info.get("entity_references", []),
+            entity_links=info.get("entity_links", []),
+            prompt_tokens=info.get("prompt_tokens"),
+            completion_tokens=info.get("completion_tokens"),
+        )
+        if content:
+            self._remember(Turn("assistant", content))
+        payload = {"message_id": str(reply.id), "message": message_json(reply)}
+        if status == "complete":
+            self._publish("complete", {"message": message_json(reply)})
+        elif status == "cancelled":
+            self._publish("cancelled", {**payload, "error": error, "code": code})
+        else:
+            self._publish("error", {**payload, "error": error, "code": code})
+        self.conversation = replace(
+            self.conversation, total_messages=reply.seq, updated_at=reply.created_at
+        )
+        tokens = (reply.prompt_tokens or 0) + (reply.completion_tokens or 0)
+        if tokens:
+            await self._store.add_tokens(self.id, tokens)
+        await self._title(question)
+        return reply
+
+    async def _title(self, question: Message) -> None:
+        """Publish the new counts, and after the first reply a title made from the question."""
+        if question.seq == 1 and not self.conversation.title_set_by_user:
+            titled = await self._store.auto_title(
+                self.conversation.user_id, self.id, make_title(question.content)
+            )
+            if titled is not None:
+                self.conversation = replace(
+                    titled,
+                    total_messages=max(titled.total_messages, self.conversation.total_messages),
+                )
+        self._publish(
+            "conversation_updated", {"conversation": conversation_json(self.conversation)}
+        )

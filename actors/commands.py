@@ -1,0 +1,71 @@
+"""Commands an actor handles, and the one-shot outcomes its callers wait on."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import anyio
+
+from storage.rows import Message
+
+T = TypeVar("T")
+
+
+class Outcome(Generic[T]):
+    """A value or an error, delivered once by the actor; the caller bounds its wait."""
+
+    def __init__(self) -> None:
+        self._done = anyio.Event()
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def set(self, value: T) -> None:
+        if not self.done:
+            self._value = value
+            self._done.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done:
+            self._error = error
+            self._done.set()
+
+    async def wait(self) -> T:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The user message is stored; the reply to it will carry `reply_id`."""
+
+    message: Message
+    reply_id: uuid.UUID
+    # True when an `Idempotency-Key` matched: nothing new was stored.
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class PostMessage:
+    """Store a user's message and answer it."""
+
+    user_id: uuid.UUID
+    content: str
+    idempotency_key: str | None = None
+    accepted: Outcome[Accepted] = field(default_factory=Outcome)
+    finished: Outcome[Message] = field(default_factory=Outcome)
+
+    def fail(self, error: BaseException) -> None:
+        self.accepted.fail(error)
+        self.finished.fail(error)
+
+
+Command = PostMessage

@@ -1,0 +1,95 @@
+"""Events of a conversation (contract §4): encoded to JSON once, the same bytes for everyone."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+# The types that end a reply: route 7 closes its stream after one of them.
+FINAL_TYPES = frozenset({"complete", "cancelled", "error"})
+
+
+def _dumps(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A place in a conversation's event history, written `<epoch>:<seq>`."""
+
+    epoch: str
+    seq: int
+
+    @classmethod
+    def parse(cls, text: str | None) -> Position | None:
+        """The position in a `Last-Event-ID` header or `since` field; `None` if unreadable."""
+        if not text:
+            return None
+        epoch, sep, seq = text.strip().rpartition(":")
+        if not sep or not epoch or not seq.isdigit():
+            return None
+        return cls(epoch, int(seq))
+
+    def __str__(self) -> str:
+        return f"{self.epoch}:{self.seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One published event. `data` is its JSON, made once at publication."""
+
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+    type: str
+    epoch: str
+    seq: int
+    data: bytes
+    at: float
+    message_id: str | None = None
+    _sse: list[bytes] = field(default_factory=list, compare=False, repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        type: str,
+        epoch: str,
+        seq: int,
+        payload: dict[str, Any],
+        at: float,
+    ) -> Event:
+        body = {
+            "type": type,
+            "conversation_id": str(conversation_id),
+            "epoch": epoch,
+            "seq": seq,
+            **payload,
+        }
+        message_id = payload.get("message_id") or (payload.get("message") or {}).get("id")
+        return cls(conversation_id, user_id, type, epoch, seq, _dumps(body), at, message_id)
+
+    @property
+    def position(self) -> Position:
+        return Position(self.epoch, self.seq)
+
+    @property
+    def sse(self) -> bytes:
+        """The SSE frame: an `id:` line, a `data:` line, a blank line (built once, then shared)."""
+        if not self._sse:
+            self._sse.append(
+                b"id: %s:%d\ndata: %s\n\n" % (self.epoch.encode(), self.seq, self.data)
+            )
+        return self._sse[0]
+
+    @property
+    def text(self) -> str:
+        return self.data.decode()
+
+
+def reset_frame(conversation_id: uuid.UUID, reason: str) -> bytes:
+    """`reset`: reload the messages list. It carries no id, so a client keeps its last position."""
+    return _dumps({"type": "reset", "conversation_id": str(conversation_id), "reason": reason})

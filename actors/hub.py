@@ -1,0 +1,261 @@
+"""In-process fan-out of conversation events, with a bounded replay history per conversation.
+
+`publish` never waits: each subscriber has its own bounded queue, and one that is full is cut
+off (it receives `reset` after what it already has, and can resume from its last position)
+instead of slowing the actor down. Each conversation keeps its recent events for replay,
+within a count, an age and a global byte budget, so memory stays bounded however many
+conversations are live.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from actors.events import Event, Position, reset_frame
+
+
+@dataclass(frozen=True)
+class HubLimits:
+    retained: int = 1000
+    retained_s: float = 600.0
+    retained_bytes: int = 64 * 1024 * 1024
+    queue_size: int = 1000
+
+
+class Subscription:
+    """One subscriber's bounded queue of events; iterate it to receive them in order."""
+
+    def __init__(self, hub: Hub, topic: uuid.UUID, size: int) -> None:
+        self._hub = hub
+        self.topic = topic
+        self._send: MemoryObjectSendStream[Event]
+        self._receive: MemoryObjectReceiveStream[Event]
+        self._send, self._receive = anyio.create_memory_object_stream[Event](size)
+        # Set when the subscriber must reload: its queue overflowed, or its replay position
+        # was unknown. `reset_first` is delivered before anything else.
+        self.reset_first: str | None = None
+        self.cut_off: str | None = None
+
+    def offer(self, event: Event) -> None:
+        """Queue an event without waiting; a full queue cuts the subscriber off."""
+        if self.cut_off is not None:
+            return
+        try:
+            self._send.send_nowait(event)
+        except anyio.WouldBlock:
+            self._end("too_slow")
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._hub.unsubscribe(self)
+
+    def _end(self, reason: str) -> None:
+        self.cut_off = reason
+        self._send.close()
+        self._hub.unsubscribe(self)
+
+    def end(self, reason: str = "closed") -> None:
+        """Stop delivering; the subscriber gets what is queued, then the stream ends."""
+        if self.cut_off is None:
+            self._end(reason)
+
+    async def receive(self) -> Event | None:
+        """The next event, or `None` at the end of the stream."""
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            return None
+
+    def close(self) -> None:
+        """Release the subscription (the subscriber went away)."""
+        self._hub.unsubscribe(self)
+        self._send.close()
+        self._receive.close()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        """SSE frames: a leading `reset` if due, the events, and a final `reset` if cut off."""
+        if self.reset_first is not None:
+            yield b"data: %s\n\n" % reset_frame(self.topic, self.reset_first)
+        while (event := await self.receive()) is not None:
+            yield event.sse
+        if self.cut_off == "too_slow":
+            yield b"data: %s\n\n" % reset_frame(self.topic, "too_slow")
+
+
+class _Log:
+    """One conversation's numbering and recent events."""
+
+    __slots__ = ("epoch", "events", "last_at", "next_seq", "size", "subscribers")
+
+    def __init__(self) -> None:
+        self.epoch = secrets.token_hex(4)
+        self.next_seq = 1
+        self.events: deque[Event] = deque()
+        self.size = 0
+        self.subscribers: set[Subscription] = set()
+        self.last_at = 0.0
+
+
+class Hub:
+    """Publishes events to the subscribers of a conversation and of its owner."""
+
+    def __init__(self, limits: HubLimits | None = None) -> None:
+        self.limits = limits or HubLimits()
+        # Least recently active first: trimming for the byte budget starts there.
+        self._logs: OrderedDict[uuid.UUID, _Log] = OrderedDict()
+        self._user_subscribers: dict[uuid.UUID, set[Subscription]] = {}
+        self._bytes = 0
+        self._closed = False
+
+    @property
+    def retained_bytes(self) -> int:
+        return self._bytes
+
+    def publish(
+        self,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        type: str,
+        payload: dict[str, Any],
+    ) -> Event:
+        """Number, encode, retain and deliver one event. Never waits."""
+        now = anyio.current_time()
+        log = self._logs.get(conversation_id)
+        if log is None:
+            log = self._logs[conversation_id] = _Log()
+        else:
+            self._logs.move_to_end(conversation_id)
+        event = Event.create(
+            conversation_id=conversation_id,
+            user_id=user_id,
+            type=type,
+            epoch=log.epoch,
+            seq=log.next_seq,
+            payload=payload,
+            at=now,
+        )
+        log.next_seq += 1
+        log.last_at = now
+        log.events.append(event)
+        log.size += len(event.data)
+        self._bytes += len(event.data)
+        self._trim(log, now)
+        for subscriber in tuple(log.subscribers):
+            subscriber.offer(event)
+        for subscriber in tuple(self._user_subscribers.get(user_id, ())):
+            subscriber.offer(event)
+        self._enforce_budget(now)
+        return event
+
+    def subscribe(self, conversation_id: uuid.UUID, since: Position | None = None) -> Subscription:
+        """Subscribe to a conversation: the events after `since` that are retained, then live.
+
+        Replay and registration happen with no await in between, so nothing published in the
+        meantime can be missed or delivered twice.
+        """
+        subscription = Subscription(self, conversation_id, self.limits.queue_size)
+        now = anyio.current_time()
+        log = self._logs.get(conversation_id)
+        if log is None:
+            log = self._logs[conversation_id] = _Log()
+            log.last_at = now
+        self._trim(log, now)
+        if since is not None:
+            replay = self._replay(log, since)
+            if replay is None:
+                subscription.reset_first = "unknown_position"
+            else:
+                for event in replay:
+                    subscription.offer(event)
+        if self._closed:
+            subscription.end()
+        elif subscription.cut_off is None:
+            log.subscribers.add(subscription)
+        return subscription
+
+    def subscribe_user(self, user_id: uuid.UUID) -> Subscription:
+        """Subscribe to every event of a user's conversations, from now on."""
+        subscription = Subscription(self, user_id, self.limits.queue_size)
+        if self._closed:
+            subscription.end()
+        else:
+            self._user_subscribers.setdefault(user_id, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        log = self._logs.get(subscription.topic)
+        if log is not None:
+            log.subscribers.discard(subscription)
+            self._forget_if_unused(subscription.topic, log)
+        users = self._user_subscribers.get(subscription.topic)
+        if users is not None:
+            users.discard(subscription)
+            if not users:
+                del self._user_subscribers[subscription.topic]
+
+    def head(self, conversation_id: uuid.UUID) -> Position | None:
+        """The position of the last event published in a conversation, if it is known."""
+        log = self._logs.get(conversation_id)
+        if log is None or log.next_seq == 1:
+            return None
+        return Position(log.epoch, log.next_seq - 1)
+
+    def close(self) -> None:
+        """End every subscription (shutdown): their streams finish what is queued and stop."""
+        self._closed = True
+        for log in self._logs.values():
+            for subscriber in tuple(log.subscribers):
+                subscriber.end()
+        for subscribers in list(self._user_subscribers.values()):
+            for subscriber in tuple(subscribers):
+                subscriber.end()
+
+    def _replay(self, log: _Log, since: Position) -> list[Event] | None:
+        """The retained events after `since`, or `None` if that position cannot be honoured."""
+        if since.epoch != log.epoch or since.seq >= log.next_seq:
+            return None
+        oldest = log.events[0].seq if log.events else log.next_seq
+        if since.seq < oldest - 1:
+            return None
+        skip = since.seq - oldest + 1
+        return [log.events[i] for i in range(max(skip, 0), len(log.events))]
+
+    def _trim(self, log: _Log, now: float) -> None:
+        events = log.events
+        while events and (
+            len(events) > self.limits.retained or now - events[0].at > self.limits.retained_s
+        ):
+            self._drop_oldest(log)
+
+    def _drop_oldest(self, log: _Log) -> None:
+        event = log.events.popleft()
+        log.size -= len(event.data)
+        self._bytes -= len(event.data)
+
+    def _enforce_budget(self, now: float) -> None:
+        """Forget idle conversations, and trim the least recently active ones past the budget."""
+        for conversation_id, log in list(self._logs.items()):
+            idle = now - log.last_at > self.limits.retained_s
+            if not idle and self._bytes <= self.limits.retained_bytes:
+                break
+            while log.events and (idle or self._bytes > self.limits.retained_bytes):
+                self._drop_oldest(log)
+            self._forget_if_unused(conversation_id, log)
+
+    def _forget_if_unused(self, conversation_id: uuid.UUID, log: _Log) -> None:
+        if not log.events and not log.subscribers:
+            # Its history is gone: a later event starts a new epoch, so an old position can
+            # never be mistaken for a new one.
+            del self._logs[conversation_id]

@@ -1,0 +1,155 @@
+"""The hub: fan-out, replay from a position, slow subscribers, bounded retention."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import anyio
+import pytest
+
+from actors.events import Position
+from actors.hub import Hub, HubLimits
+
+pytestmark = pytest.mark.anyio
+USER = uuid.uuid4()
+
+
+def publish(hub: Hub, cid: uuid.UUID, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        hub.publish(cid, USER, "chunk", {"message_id": "m", "content": f"t{i}"})
+
+
+async def drain(frames: list[bytes], hub: Hub, cid: uuid.UUID, since: Position | None) -> None:
+    with hub.subscribe(cid, since) as subscription:
+        hub.close()
+        async for frame in subscription.frames():
+            frames.append(frame)
+
+
+async def test_slow_subscriber_is_cut_off_and_fast_one_gets_everything() -> None:
+    hub = Hub(HubLimits(queue_size=5))
+    cid = uuid.uuid4()
+    slow = hub.subscribe(cid)
+    fast = hub.subscribe(cid)
+    received: list[int] = []
+
+    async def read_fast() -> None:
+        while (event := await fast.receive()) is not None:
+            received.append(event.seq)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read_fast)
+        for i in range(20):
+            publish(hub, cid, 1, i)
+            await anyio.lowlevel.checkpoint()  # the fast reader keeps up
+        fast.end()
+    assert received == list(range(1, 21))
+    assert slow.cut_off == "too_slow"
+    frames = [frame async for frame in slow.frames()]
+    # What it had, in order, then a reset without an id; nothing from the middle is missing.
+    assert [f.split(b"\n")[0] for f in frames[:5]] == [
+        f"id: {hub.head(cid).epoch}:{i}".encode()
+        for i in range(1, 6)  # type: ignore[union-attr]
+    ]
+    assert json.loads(frames[5].removeprefix(b"data: "))["type"] == "reset"
+    slow.close()
+    fast.close()
+
+
+async def test_replay_from_a_position_has_no_gap_and_no_duplicate() -> None:
+    hub = Hub()
+    cid = uuid.uuid4()
+    publish(hub, cid, 10)
+    head = hub.head(cid)
+    assert head is not None and head.seq == 10
+    with hub.subscribe(cid, Position(head.epoch, 4)) as subscription:
+        publish(hub, cid, 2, 10)
+        seqs = []
+        for _ in range(8):
+            event = await subscription.receive()
+            assert event is not None
+            seqs.append(event.seq)
+    assert seqs == list(range(5, 13))
+
+
+async def test_unknown_or_expired_positions_get_reset_first() -> None:
+    hub = Hub(HubLimits(retained=5))
+    cid = uuid.uuid4()
+    publish(hub, cid, 10)
+    epoch = hub.head(cid).epoch  # type: ignore[union-attr]
+    for since in [Position("other", 3), Position(epoch, 2), Position(epoch, 99)]:
+        with hub.subscribe(cid, since) as subscription:
+            assert subscription.reset_first == "unknown_position"
+    # The oldest retained is 6: resuming from 5 is still exact.
+    with hub.subscribe(cid, Position(epoch, 5)) as subscription:
+        assert subscription.reset_first is None
+        first = await subscription.receive()
+        assert first is not None and first.seq == 6
+
+
+async def test_sse_frames_are_encoded_once_and_shared() -> None:
+    hub = Hub()
+    cid = uuid.uuid4()
+    a, b = hub.subscribe(cid), hub.subscribe(cid)
+    event = hub.publish(cid, USER, "chunk", {"message_id": "m", "content": "hi"})
+    got_a, got_b = await a.receive(), await b.receive()
+    assert got_a is got_b is event
+    assert event.sse is event.sse
+    assert event.sse == b"id: %s:1\ndata: %s\n\n" % (event.epoch.encode(), event.data)
+    body = json.loads(event.data)
+    assert body == {
+        "type": "chunk",
+        "conversation_id": str(cid),
+        "epoch": event.epoch,
+        "seq": 1,
+        "message_id": "m",
+        "content": "hi",
+    }
+    a.close()
+    b.close()
+
+
+async def test_retained_bytes_stay_under_the_budget() -> None:
+    hub = Hub(HubLimits(retained_bytes=20_000))
+    for _ in range(200):
+        publish(hub, uuid.uuid4(), 10)
+    assert hub.retained_bytes <= 20_000
+    # A quiet conversation whose history was dropped starts a new epoch.
+    cid = uuid.uuid4()
+    publish(hub, cid, 1)
+    old = hub.head(cid)
+    for _ in range(200):
+        publish(hub, uuid.uuid4(), 10)
+    publish(hub, cid, 1)
+    new = hub.head(cid)
+    assert old is not None and new is not None
+    assert new.epoch != old.epoch and new.seq == 1
+
+
+async def test_user_subscribers_see_all_their_conversations() -> None:
+    hub = Hub()
+    mine = hub.subscribe_user(USER)
+    other = hub.subscribe_user(uuid.uuid4())
+    one, two = uuid.uuid4(), uuid.uuid4()
+    publish(hub, one, 1)
+    publish(hub, two, 1)
+    got = [await mine.receive(), await mine.receive()]
+    assert [e.conversation_id for e in got if e] == [one, two]
+    hub.close()
+    assert await other.receive() is None
+    mine.close()
+    other.close()
+
+
+async def test_close_ends_streams_and_refuses_new_ones() -> None:
+    hub = Hub()
+    cid = uuid.uuid4()
+    publish(hub, cid, 2)
+    frames: list[bytes] = []
+    with anyio.fail_after(5):
+        await drain(frames, hub, cid, Position(hub.head(cid).epoch, 0))  # type: ignore[union-attr]
+    assert len(frames) == 2
+    late = hub.subscribe(cid)
+    assert await late.receive() is None
+    late.close()
