@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import pytest
 from databases import Database
 
@@ -21,8 +22,6 @@ from storage.users import insert_user
 from tests import databases as test_databases
 from tests.actors.memory_store import MemoryStore
 from tests.actors.scripted import ScriptedProvider
-
-import anyio
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -9,8 +9,8 @@ from typing import Any
 import anyio
 import pytest
 
-from actors.errors import ActorCrashed, ActorUnavailable, ConversationGone
 from actors.actor import ActorConfig
+from actors.errors import ActorCrashed, ActorUnavailable, ConversationGone
 from actors.hub import Hub, HubLimits, Subscription
 from actors.registry import Registry
 from tests.actors.conftest import World, running_registry
