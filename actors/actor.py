@@ -14,6 +14,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors.commands import Accepted, Command, PostMessage
+from actors.errors import ConversationGone
 from actors.hub import Hub
 from actors.provider import (
     Provider,
@@ -27,6 +28,7 @@ from actors.provider import (
 )
 from actors.store import Store
 from actors.wire import conversation_json, message_json
+from storage.errors import NotFound
 from storage.rows import Conversation, Message
 
 log = logging.getLogger(__name__)
@@ -142,7 +144,13 @@ class ConversationActor:
                 continue
             # Left set if `_post` raises: the supervisor fails that command's caller.
             self.current = command
-            await self._post(command)
+            try:
+                await self._post(command)
+            except NotFound:
+                # Deleted meanwhile: nothing to store it in. Retire; queued commands fail alike.
+                log.info("conversation %s is gone; its actor stops", self.id)
+                command.fail(ConversationGone())
+                self._on_idle(self)
             self.current = None
 
     def _publish(self, type: str, payload: dict[str, Any]) -> None:

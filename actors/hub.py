@@ -12,14 +12,13 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from actors.events import Event, Position, reset_frame
+from actors.events import Event, Position
 
 
 @dataclass(frozen=True)
@@ -83,15 +82,6 @@ class Subscription:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    async def frames(self) -> AsyncIterator[bytes]:
-        """SSE frames: a leading `reset` if due, the events, and a final `reset` if cut off."""
-        if self.reset_first is not None:
-            yield b"data: %s\n\n" % reset_frame(self.topic, self.reset_first)
-        while (event := await self.receive()) is not None:
-            yield event.sse
-        if self.cut_off == "too_slow":
-            yield b"data: %s\n\n" % reset_frame(self.topic, "too_slow")
 
 
 class _Log:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 from anyio.abc import TaskGroup
@@ -94,6 +94,14 @@ class Registry:
             return
         if await self.store.load_conversation(user_id, conversation_id) is None:
             raise ConversationGone()
+
+    def update_conversation(self, conversation: Conversation) -> None:
+        """The conversation was renamed elsewhere: the live actor's copy follows."""
+        entry = self._live.get(conversation.id)
+        if entry is not None:
+            entry.actor.conversation = replace(
+                conversation, total_messages=entry.actor.conversation.total_messages
+            )
 
     def cancel_reply(self, conversation_id: uuid.UUID) -> bool:
         entry = self._live.get(conversation_id)

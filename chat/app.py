@@ -6,7 +6,7 @@ from quart import Quart
 from quart_schema import QuartSchema
 from quart_schema.openapi import HttpSecurityScheme, Info
 
-from chat.blueprints import auth, conversations, health
+from chat.blueprints import auth, conversations, health, streams
 from chat.errors import register_error_handlers
 from chat.services import EXTENSION, Services
 
@@ -32,7 +32,7 @@ def create_app(services: Services) -> Quart:
         info=Info(title="Parley", version="1.0.0", description="AI customer-support chat API"),
         security_schemes={"bearer": HttpSecurityScheme(scheme="bearer", bearer_format="JWT")},
     )
-    for module in (health, auth, conversations):
+    for module in (health, auth, conversations, streams):
         app.register_blueprint(module.blueprint)
     register_error_handlers(app)
     app.extensions[EXTENSION] = services

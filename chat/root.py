@@ -11,10 +11,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.abc
+from anyio.abc import TaskGroup
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
+from actors.actor import ActorConfig
+from actors.hub import Hub, HubLimits
+from actors.registry import Registry
+from actors.store import DatabaseStore
 from chat.app import create_app
+from chat.assistant.providers import open_provider
 from chat.auth import Passwords, Tokens
 from chat.services import Services
 from chat.settings import Settings
@@ -39,23 +46,94 @@ async def sweep_deleted(services: Services) -> None:
         await anyio.sleep(services.settings.sweep_interval_s)
 
 
+async def host_actors(cancel: anyio.Event, *, task_status: anyio.abc.TaskStatus[TaskGroup]) -> None:
+    """The task group every actor lives in, in a task of its own.
+
+    Its own task so that cancelling the actors at the end of a shutdown cancels only them,
+    not the serving code that runs in the composition root's task.
+    """
+    async with anyio.create_task_group() as actors:
+        task_status.started(actors)
+        await cancel.wait()
+        actors.cancel_scope.cancel()
+
+
+def actor_config(settings: Settings) -> ActorConfig:
+    return ActorConfig(
+        idle_s=settings.actor_idle_s,
+        max_live=settings.actor_max_live,
+        mailbox_size=settings.actor_mailbox_size,
+        history_messages=settings.actor_history_messages,
+        reply_timeout_s=settings.reply_timeout_s,
+        shutdown_grace_s=settings.shutdown_grace_s,
+    )
+
+
+def hub_limits(settings: Settings) -> HubLimits:
+    return HubLimits(
+        retained=settings.events_retained,
+        retained_s=settings.events_retained_s,
+        retained_bytes=settings.events_retained_bytes,
+        queue_size=settings.subscriber_queue_size,
+    )
+
+
 @asynccontextmanager
-async def running_services(settings: Settings) -> AsyncIterator[Services]:
-    """Connect, start the background tasks, and tear both down in reverse order on exit."""
+async def running_services(
+    settings: Settings, stop: anyio.Event | None = None
+) -> AsyncIterator[Services]:
+    """Connect, start the actors and background tasks; stop them in order on `stop` or exit.
+
+    Stopping: no new commands; running replies get `shutdown_grace_s` to finish, then are
+    cancelled (their partial text is stored); then every event stream is ended, so that the
+    server's own graceful shutdown is not held up by open SSE responses.
+    """
     db = create_database(settings.database, pool_size=settings.database_pool_size)
     await db.connect()
     try:
         await prepare(db)
-        services = Services(
-            settings=settings,
-            db=db,
-            tokens=Tokens.from_settings(settings),
-            passwords=Passwords.from_settings(settings),
-        )
-        async with anyio.create_task_group() as tg:
+        async with open_provider(settings) as provider, anyio.create_task_group() as tg:
+            hub = Hub(hub_limits(settings))
+            cancel_actors = anyio.Event()
+            actors: TaskGroup = await tg.start(host_actors, cancel_actors)
+            registry = Registry(
+                store=DatabaseStore(db),
+                provider=provider,
+                hub=hub,
+                config=actor_config(settings),
+                task_group=actors,
+            )
+            services = Services(
+                settings=settings,
+                db=db,
+                tokens=Tokens.from_settings(settings),
+                passwords=Passwords.from_settings(settings),
+                hub=hub,
+                registry=registry,
+            )
+
+            async def shut_down() -> None:
+                with anyio.CancelScope(shield=True):
+                    with anyio.move_on_after(settings.shutdown_grace_s):
+                        await registry.drain()
+                    cancel_actors.set()
+                    with anyio.move_on_after(settings.shutdown_grace_s):
+                        await registry.wait_stopped()
+                    hub.close()
+
+            async def shut_down_on_stop(stop: anyio.Event) -> None:
+                await stop.wait()
+                log.info("stopping: finishing replies, then closing event streams")
+                await shut_down()
+
             tg.start_soon(sweep_deleted, services)
-            yield services
-            tg.cancel_scope.cancel()
+            if stop is not None:
+                tg.start_soon(shut_down_on_stop, stop)
+            try:
+                yield services
+            finally:
+                await shut_down()
+                tg.cancel_scope.cancel()
     finally:
         with anyio.move_on_after(5, shield=True):
             await db.disconnect()
@@ -75,9 +153,9 @@ async def _stop_on_signal(stop: anyio.Event) -> None:
 
 async def serve(settings: Settings, config: Config) -> None:
     """Serve until SIGINT/SIGTERM, then stop accepting, finish and close everything."""
-    async with running_services(settings) as services:
+    stop = anyio.Event()
+    async with running_services(settings, stop) as services:
         app = create_app(services)
-        stop = anyio.Event()
 
         async def serve_app() -> None:
             # Hypercorn's asyncio TaskGroup on Python 3.11 leaves a cancel request on the task

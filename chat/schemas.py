@@ -135,3 +135,9 @@ class Messages(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = {}
+
+
+class CancelResult(BaseModel):
+    """Whether a reply was being generated (and is now stopped)."""
+
+    cancelled: bool

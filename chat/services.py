@@ -10,6 +10,8 @@ from quart import current_app
 if TYPE_CHECKING:
     from databases import Database
 
+    from actors.hub import Hub
+    from actors.registry import Registry
     from chat.auth import Passwords, Tokens
     from chat.settings import Settings
 
@@ -22,6 +24,8 @@ class Services:
     db: Database
     tokens: Tokens
     passwords: Passwords
+    hub: Hub
+    registry: Registry
 
 
 def services() -> Services:

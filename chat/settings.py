@@ -57,6 +57,7 @@ class Settings(BaseModel):
     # The assistant.
     assistant_provider: Literal["local", "openai"] = "local"
     assistant_token_delay_ms: float = Field(30, ge=0)
+    kb_article_url: str = "https://help.example.com/articles/{slug}"
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: str = ""
     openai_model: str = "gpt-4o-mini"

@@ -12,7 +12,7 @@ from quart.typing import TestClientProtocol as Client
 from chat.schemas import ConversationResponse, Conversations, MessageResponse, Messages
 from chat.services import Services
 from storage.conversations import purge_deleted_conversations, select_conversation
-from storage.messages import select_messages
+from storage.messages import insert_message, select_messages
 from tests.conftest import Register, auth
 
 pytestmark = pytest.mark.anyio
@@ -77,30 +77,48 @@ async def test_post_and_list_messages(client: Client, register: Register) -> Non
     me = await register()
     cid = (await create(client, me))["id"]
     for i in range(3):
-        response = await post(client, me, cid, f"question {i}", Prefer="respond-async")
-        assert response.status_code == 202
-        message = await response.get_json()
-        MessageResponse.model_validate(message)
-        assert message["role"] == "user"
-        assert message["content"] == f"question {i}"
-        assert message["status"] == "complete"
+        response = await post(client, me, cid, f"How do I reset my password? ({i})")
+        assert response.status_code == 201
+        reply = await response.get_json()
+        MessageResponse.model_validate(reply)
+        assert reply["role"] == "assistant"
+        assert reply["status"] == "complete"
+        assert reply["entity_references"][0]["id"] == "reset-password"
 
     response = await client.get(f"{BASE}/{cid}/messages", headers=auth(me))
     page = await response.get_json()
     Messages.model_validate(page)
-    user_messages = [m for m in page["items"] if m["role"] == "user"]
-    assert [m["content"] for m in user_messages] == ["question 0", "question 1", "question 2"]
-    assert page["total"] == len(page["items"])
+    assert [m["role"] for m in page["items"]] == ["user", "assistant"] * 3
+    assert page["items"][0]["content"] == "How do I reset my password? (0)"
+    assert page["total"] == 6
 
     listed = await (await client.get(BASE, headers=auth(me))).get_json()
-    assert listed["items"][0]["total_messages"] == page["total"]
+    assert listed["items"][0]["total_messages"] == 6
+    # The first question named the conversation.
+    assert listed["items"][0]["title"] == "How do I reset my password? (0)"
+
+
+async def test_respond_async_answers_202_with_the_user_message(
+    client: Client, register: Register
+) -> None:
+    me = await register()
+    cid = (await create(client, me))["id"]
+    response = await post(client, me, cid, "where is my parcel", Prefer="respond-async")
+    assert response.status_code == 202
+    message = await response.get_json()
+    MessageResponse.model_validate(message)
+    assert (message["role"], message["content"], message["status"]) == (
+        "user",
+        "where is my parcel",
+        "complete",
+    )
 
 
 async def test_messages_pagination_edges(client: Client, register: Register) -> None:
     me = await register()
     cid = (await create(client, me))["id"]
-    for i in range(5):
-        await post(client, me, cid, f"m{i}", Prefer="respond-async")
+    for i in range(3):
+        assert (await post(client, me, cid, f"m{i}")).status_code == 201
     url = f"{BASE}/{cid}/messages"
     page = await (await client.get(url + "?offset=1&limit=2", headers=auth(me))).get_json()
     assert len(page["items"]) == 2
@@ -284,22 +302,51 @@ async def test_concurrent_posts_get_consecutive_seq(
     statuses: list[int] = []
 
     async def send(i: int) -> None:
-        response = await post(client, me, cid, f"burst {i}", Prefer="respond-async")
+        response = await post(client, me, cid, f"burst {i}")
         statuses.append(response.status_code)
 
     async with anyio.create_task_group() as tg:
         for i in range(50):
             tg.start_soon(send, i)
-    assert statuses == [202] * 50
+    assert statuses == [201] * 50
     page = await select_messages(
         services.db, uuid.UUID(me["user_id"]), uuid.UUID(cid), offset=0, limit=200
     )
     assert page is not None
     items, total = page
-    user_messages = [m for m in items if m.role == "user"]
-    assert len(user_messages) == 50
-    assert [m.seq for m in items] == list(range(1, total + 1))
-    assert sorted(m.content for m in user_messages) == sorted(f"burst {i}" for i in range(50))
+    assert total == 100
+    assert [m.seq for m in items] == list(range(1, 101))
+    # One reply at a time: every question is followed by its answer.
+    assert [m.role for m in items] == ["user", "assistant"] * 50
+    assert sorted(m.content for m in items if m.role == "user") == sorted(
+        f"burst {i}" for i in range(50)
+    )
+    listed = await (await client.get(BASE, headers=auth(me))).get_json()
+    assert listed["items"][0]["total_messages"] == 100
+
+
+async def test_concurrent_inserts_draw_distinct_seq(
+    services: Services, register: Register, client: Client
+) -> None:
+    """The storage allocation itself is race-free, without the actor serialising writers."""
+    me = await register()
+    user_id = uuid.UUID(me["user_id"])
+    cid = uuid.UUID((await create(client, me))["id"])
+
+    async def insert(i: int) -> None:
+        await insert_message(
+            services.db, user_id=user_id, conversation_id=cid, role="user", content=f"m{i}"
+        )
+
+    async with anyio.create_task_group() as tg:
+        for i in range(50):
+            tg.start_soon(insert, i)
+    page = await select_messages(services.db, user_id, cid, offset=0, limit=200)
+    assert page is not None
+    items, total = page
+    assert total == 50
+    assert [m.seq for m in items] == list(range(1, 51))
+    assert len({m.content for m in items}) == 50
 
 
 async def test_concurrent_retries_with_one_key_store_one(

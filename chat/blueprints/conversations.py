@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import anyio
 from quart import Blueprint, Response, request
 from quart_schema import (
     document_response,
@@ -13,6 +14,7 @@ from quart_schema import (
     validate_request,
 )
 
+from actors.commands import PostMessage
 from actors.wire import conversation_json, message_json
 from chat.auth import current_user, require_user
 from chat.errors import APIError, not_found
@@ -35,14 +37,27 @@ from storage.conversations import (
     soft_delete_conversation,
     update_conversation_title,
 )
-from storage.messages import insert_message, select_messages
+from storage.messages import select_messages
 
 blueprint = Blueprint("conversations", __name__, url_prefix="/api/v1/chat/conversations")
 security_scheme_blueprint(blueprint, [{"bearer": []}])
 
 DEFAULT_TITLE = "New conversation"
+# How long a caller waits for a busy conversation's actor to take its message.
+ACCEPT_DEADLINE_S = 30.0
 MAX_IDEMPOTENCY_KEY = 200
 JSONDict = dict[str, Any]
+
+
+async def send_message(conversation_id: UUID, content: str, key: str | None) -> PostMessage:
+    """Deliver a message to the conversation's actor (routes 4 and 7)."""
+    try:
+        with anyio.fail_after(ACCEPT_DEADLINE_S):
+            return await services().registry.post_message(
+                current_user().id, conversation_id, content, key
+            )
+    except TimeoutError:
+        raise APIError(503, "unavailable", "The conversation is busy, try again") from None
 
 
 def idempotency_key() -> str | None:
@@ -125,27 +140,28 @@ async def get_messages(conversation_id: UUID, query_args: MessageFilter) -> JSON
 
 
 @blueprint.post("/<uuid:conversation_id>/messages")
+@document_response(MessageResponse, 201)
 @document_response(MessageResponse, 202)
 @document_response(Error, 401)
 @document_response(Error, 404)
 @document_response(Error, 413)
 @document_response(Error, 422)
+@document_response(Error, 503)
 @require_user
 @validate_request(MessageData)
 async def post_message(conversation_id: UUID, data: MessageData) -> tuple[JSONDict, int]:
-    """Send a message; answers 202 with the stored message.
+    """Send a message; answers 201 with the assistant's reply.
 
-    An `Idempotency-Key` header makes a retry return the first answer and store nothing new.
+    With `Prefer: respond-async` it answers 202 with the stored message at once, and the reply
+    follows on the event streams. An `Idempotency-Key` header makes a retry return the first
+    answer and store nothing new.
     """
-    message, _ = await insert_message(
-        services().db,
-        user_id=current_user().id,
-        conversation_id=conversation_id,
-        role="user",
-        content=data.message,
-        idempotency_key=idempotency_key(),
-    )
-    return message_json(message), 202
+    command = await send_message(conversation_id, data.message, idempotency_key())
+    with anyio.fail_after(ACCEPT_DEADLINE_S):
+        accepted = await command.accepted.wait()
+    if "respond-async" in request.headers.get("Prefer", ""):
+        return message_json(accepted.message), 202
+    return message_json(await command.finished.wait()), 201
 
 
 @blueprint.patch("/<uuid:conversation_id>/title")
@@ -162,6 +178,14 @@ async def patch_title(conversation_id: UUID, data: TitleData) -> JSONDict:
     )
     if conversation is None:
         raise not_found()
+    found = services()
+    found.registry.update_conversation(conversation)
+    found.hub.publish(
+        conversation.id,
+        conversation.user_id,
+        "conversation_updated",
+        {"conversation": conversation_json(conversation)},
+    )
     return conversation_json(conversation)
 
 
@@ -171,7 +195,15 @@ async def patch_title(conversation_id: UUID, data: TitleData) -> JSONDict:
 @require_user
 async def delete_conversation(conversation_id: UUID) -> Response:
     """Delete a conversation; it answers 404 everywhere from then on."""
-    conversation = await soft_delete_conversation(services().db, current_user().id, conversation_id)
+    found = services()
+    conversation = await soft_delete_conversation(found.db, current_user().id, conversation_id)
     if conversation is None:
         raise not_found()
+    found.registry.discard(conversation_id)
+    found.hub.publish(
+        conversation.id,
+        conversation.user_id,
+        "conversation_deleted",
+        {"conversation": conversation_json(conversation)},
+    )
     return Response(status=204)

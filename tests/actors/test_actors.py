@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -13,7 +14,9 @@ from actors.actor import ActorConfig
 from actors.errors import ActorCrashed, ActorUnavailable, ConversationGone
 from actors.hub import Hub, HubLimits, Subscription
 from actors.registry import Registry
+from actors.store import DatabaseStore
 from tests.actors.conftest import World, running_registry
+from tests.actors.memory_store import MemoryStore
 from tests.actors.scripted import ScriptedProvider
 
 pytestmark = pytest.mark.anyio
@@ -259,3 +262,28 @@ async def test_idempotent_retry_returns_the_first_answer(world: World) -> None:
             assert (await second.accepted.wait()).duplicate
         assert a == b
     assert len(await world.store.load_history(cid, 10)) == 2
+
+
+async def test_a_conversation_deleted_mid_reply_stops_its_actor_cleanly(world: World) -> None:
+    provider = ScriptedProvider()
+    cid = await world.new_conversation()
+    async with running_registry(world, provider) as registry:
+        command = await registry.post_message(world.user_id, cid, "pause, then vanish")
+        with anyio.fail_after(5):
+            await provider.paused.wait()
+        # What the delete route does: soft-delete in storage, then discard the actor.
+        if isinstance(world.store, MemoryStore):
+            found = world.store.conversations[cid]
+            world.store.conversations[cid] = replace(found, deleted_at=found.updated_at)
+        else:
+            from storage.conversations import soft_delete_conversation
+
+            assert isinstance(world.store, DatabaseStore)
+            await soft_delete_conversation(world.store.db, world.user_id, cid)
+        registry.discard(cid)
+        with anyio.fail_after(5), pytest.raises(ConversationGone):
+            await command.finished.wait()
+        with anyio.fail_after(5):
+            await registry.wait_stopped()
+        with pytest.raises(ConversationGone):
+            await registry.post_message(world.user_id, cid, "anyone there?")

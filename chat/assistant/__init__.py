@@ -1,0 +1,1 @@
+"""The assistant: model providers behind the `actors.provider.Provider` protocol."""

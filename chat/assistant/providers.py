@@ -1,0 +1,35 @@
+"""Builds the configured provider (`ASSISTANT_PROVIDER`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from actors.provider import Provider
+from chat.assistant.knowledge import KnowledgeBase, load_articles
+from chat.assistant.local import LocalProvider
+from chat.assistant.openai_provider import OpenAIProvider
+from chat.settings import Settings
+
+
+@asynccontextmanager
+async def open_provider(settings: Settings) -> AsyncIterator[Provider]:
+    """The provider for the settings, closed (its HTTP client, if any) on exit."""
+    if settings.assistant_provider == "openai":
+        provider = OpenAIProvider(
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            model=settings.openai_model,
+            timeout_s=settings.openai_timeout_s,
+            max_retries=settings.openai_max_retries,
+        )
+        try:
+            yield provider
+        finally:
+            await provider.close()
+        return
+    yield LocalProvider(
+        KnowledgeBase(load_articles()),
+        token_delay_s=settings.assistant_token_delay_ms / 1000,
+        article_url=settings.kb_article_url,
+    )

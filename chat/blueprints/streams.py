@@ -1,0 +1,111 @@
+"""Live events over SSE (routes 7–9): send-and-stream, subscribe with replay, cancel."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from uuid import UUID
+
+import anyio
+from quart import Blueprint, Response, request
+from quart_schema import document_response, security_scheme_blueprint, validate_querystring
+
+from actors.events import Position
+from actors.wire import message_json
+from chat.auth import current_user, require_user
+from chat.blueprints.conversations import ACCEPT_DEADLINE_S, idempotency_key, send_message
+from chat.schemas import CancelResult, Error, StreamFilter
+from chat.services import services
+from chat.sse import OPENED, data_frame, relay, sse_response
+from storage.rows import Message
+
+blueprint = Blueprint("streams", __name__, url_prefix="/api/v1/chat/conversations")
+security_scheme_blueprint(blueprint, [{"bearer": []}])
+
+SSE_DOC = {"text/event-stream": {"schema": {"type": "string"}}}
+
+
+@blueprint.get("/<uuid:conversation_id>/stream")
+@document_response(Error, 401)
+@document_response(Error, 404)
+@document_response(Error, 422)
+@document_response(Error, 503)
+@require_user
+@validate_querystring(StreamFilter)
+async def get_stream(conversation_id: UUID, query_args: StreamFilter) -> Response:
+    """Send a message and stream the reply as Server-Sent Events.
+
+    The stream carries every event of the conversation from the moment of sending and ends
+    after the reply's `complete`, `cancelled` or `error` event.
+    """
+    found = services()
+    await found.registry.check_owner(current_user().id, conversation_id)
+    # Subscribed before sending, so not even the stored-message event can be missed.
+    subscription = found.hub.subscribe(conversation_id)
+    try:
+        command = await send_message(conversation_id, query_args.message, idempotency_key())
+        with anyio.fail_after(ACCEPT_DEADLINE_S):
+            accepted = await command.accepted.wait()
+    except BaseException:
+        subscription.close()
+        raise
+
+    async def frames() -> AsyncIterator[bytes]:
+        with subscription:
+            if accepted.duplicate:
+                # A retry: the first answer, as it was stored (no ids: nothing new happened).
+                yield OPENED
+                yield data_frame(b'{"type":"message","message":%s}' % _json(accepted.message))
+                reply = await command.finished.wait()
+                yield data_frame(b'{"type":"complete","message":%s}' % _json(reply))
+                return
+            async for frame in relay(
+                subscription,
+                keepalive_s=found.settings.sse_keepalive_s,
+                until_reply=str(accepted.reply_id),
+            ):
+                yield frame
+
+    return sse_response(frames())
+
+
+def _json(message: Message) -> bytes:
+    return json.dumps(message_json(message), separators=(",", ":")).encode()
+
+
+@blueprint.get("/<uuid:conversation_id>/events")
+@document_response(Error, 401)
+@document_response(Error, 404)
+@require_user
+async def get_events(conversation_id: UUID) -> Response:
+    """Subscribe to a conversation's events as Server-Sent Events.
+
+    With a `Last-Event-ID: <epoch>:<seq>` header the retained events after that position come
+    first; a position that cannot be honoured gets a `reset` event (reload the messages).
+    """
+    found = services()
+    await found.registry.check_owner(current_user().id, conversation_id)
+    header = request.headers.get("Last-Event-ID")
+    since = Position.parse(header)
+    if header and since is None:
+        since = Position("unreadable", 0)
+    subscription = found.hub.subscribe(conversation_id, since)
+
+    async def frames() -> AsyncIterator[bytes]:
+        with subscription:
+            async for frame in relay(subscription, keepalive_s=found.settings.sse_keepalive_s):
+                yield frame
+
+    return sse_response(frames())
+
+
+@blueprint.post("/<uuid:conversation_id>/cancel")
+@document_response(CancelResult, 202)
+@document_response(Error, 401)
+@document_response(Error, 404)
+@require_user
+async def post_cancel(conversation_id: UUID) -> tuple[dict[str, bool], int]:
+    """Stop the reply being generated; what was generated is kept, marked `cancelled`."""
+    found = services()
+    await found.registry.check_owner(current_user().id, conversation_id)
+    return {"cancelled": found.registry.cancel_reply(conversation_id)}, 202

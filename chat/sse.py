@@ -1,0 +1,63 @@
+"""Server-Sent Events: relaying a hub subscription as `id:`/`data:` frames with keep-alives."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+from quart import Response
+
+from actors.events import FINAL_TYPES, reset_frame
+from actors.hub import Subscription
+
+HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    # nginx would otherwise buffer the stream.
+    "X-Accel-Buffering": "no",
+}
+OPENED = b": connected\n\n"
+KEEP_ALIVE = b": keep-alive\n\n"
+
+
+def data_frame(data: bytes) -> bytes:
+    return b"data: %s\n\n" % data
+
+
+async def relay(
+    subscription: Subscription, *, keepalive_s: float, until_reply: str | None = None
+) -> AsyncIterator[bytes]:
+    """The subscription's events as SSE frames, until it ends (or the awaited reply does).
+
+    The caller closes the subscription; a client that goes away cancels this generator at
+    its next await, and the reply it was watching goes on regardless.
+    """
+    # Sent at once, so the client sees the response headers without waiting for an event.
+    yield OPENED
+    if subscription.reset_first is not None:
+        yield data_frame(reset_frame(subscription.topic, subscription.reset_first))
+    while True:
+        event = None
+        with anyio.move_on_after(keepalive_s) as idle:
+            event = await subscription.receive()
+        if idle.cancelled_caught:
+            yield KEEP_ALIVE
+            continue
+        if event is None:
+            break
+        yield event.sse
+        if (
+            until_reply is not None
+            and event.type in FINAL_TYPES
+            and event.message_id == until_reply
+        ):
+            return
+    if subscription.cut_off == "too_slow":
+        yield data_frame(reset_frame(subscription.topic, "too_slow"))
+
+
+def sse_response(frames: AsyncIterator[bytes]) -> Response:
+    response = Response(frames, status=200, headers=HEADERS)
+    # Quart's RESPONSE_TIMEOUT would cut a long stream off.
+    response.timeout = None
+    return response
