@@ -18,6 +18,7 @@ from hypercorn.config import Config
 
 from actors.actor import ActorConfig
 from actors.hub import Hub, HubLimits
+from actors.provider import Provider
 from actors.registry import Registry
 from actors.store import DatabaseStore
 from chat.app import create_app
@@ -80,10 +81,11 @@ def hub_limits(settings: Settings) -> HubLimits:
 
 @asynccontextmanager
 async def running_services(
-    settings: Settings, stop: anyio.Event | None = None
+    settings: Settings, stop: anyio.Event | None = None, provider: Provider | None = None
 ) -> AsyncIterator[Services]:
     """Connect, start the actors and background tasks; stop them in order on `stop` or exit.
 
+    `provider` replaces the configured one (benchmarks and tests bring their own).
     Stopping: no new commands; running replies get `shutdown_grace_s` to finish, then are
     cancelled (their partial text is stored); then every event stream is ended, so that the
     server's own graceful shutdown is not held up by open SSE responses.
@@ -92,7 +94,7 @@ async def running_services(
     await db.connect()
     try:
         await prepare(db)
-        async with open_provider(settings) as provider, anyio.create_task_group() as tg:
+        async with open_provider(settings, provider) as provider, anyio.create_task_group() as tg:
             hub = Hub(hub_limits(settings))
             cancel_actors = anyio.Event()
             actors: TaskGroup = await tg.start(host_actors, cancel_actors)
@@ -151,10 +153,10 @@ async def _stop_on_signal(stop: anyio.Event) -> None:
             return
 
 
-async def serve(settings: Settings, config: Config) -> None:
+async def serve(settings: Settings, config: Config, provider: Provider | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then stop accepting, finish and close everything."""
     stop = anyio.Event()
-    async with running_services(settings, stop) as services:
+    async with running_services(settings, stop, provider) as services:
         app = create_app(services)
 
         async def serve_app() -> None:

@@ -13,8 +13,13 @@ from chat.settings import Settings
 
 
 @asynccontextmanager
-async def open_provider(settings: Settings) -> AsyncIterator[Provider]:
-    """The provider for the settings, closed (its HTTP client, if any) on exit."""
+async def open_provider(
+    settings: Settings, given: Provider | None = None
+) -> AsyncIterator[Provider]:
+    """The provider for the settings (or `given`), closed (its HTTP client, if any) on exit."""
+    if given is not None:
+        yield given
+        return
     if settings.assistant_provider == "openai":
         provider = OpenAIProvider(
             base_url=settings.openai_base_url,
