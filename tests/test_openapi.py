@@ -22,8 +22,19 @@ EXPECTED: dict[str, dict[str, dict[str, str]]] = {
     },
     BASE + "/{conversation_id}/messages": {
         "get": {"200": "Messages", "401": E, "404": E, "422": E},
-        "post": {"401": E, "404": E, "413": E, "422": E},
+        "post": {
+            "201": "MessageResponse",
+            "202": "MessageResponse",
+            "401": E,
+            "404": E,
+            "413": E,
+            "422": E,
+            "503": E,
+        },
     },
+    BASE + "/{conversation_id}/stream": {"get": {"401": E, "404": E, "422": E}},
+    BASE + "/{conversation_id}/events": {"get": {"401": E, "404": E}},
+    BASE + "/{conversation_id}/cancel": {"post": {"202": "CancelResult", "401": E, "404": E}},
     BASE + "/{conversation_id}/title": {
         "patch": {"200": "ConversationResponse", "401": E, "404": E, "422": E}
     },
