@@ -8,6 +8,7 @@ from quart_schema.openapi import HttpSecurityScheme, Info
 
 from chat.blueprints import auth, conversations, health, streams
 from chat.errors import register_error_handlers
+from chat.openapi import ParleyOpenAPIProvider
 from chat.services import EXTENSION, Services
 
 SECONDS = 1
@@ -31,6 +32,7 @@ def create_app(services: Services) -> Quart:
         scalar_ui_path=None,
         info=Info(title="Parley", version="1.0.0", description="AI customer-support chat API"),
         security_schemes={"bearer": HttpSecurityScheme(scheme="bearer", bearer_format="JWT")},
+        openapi_provider_class=ParleyOpenAPIProvider,
     )
     for module in (health, auth, conversations, streams):
         app.register_blueprint(module.blueprint)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
@@ -141,3 +141,38 @@ class CancelResult(BaseModel):
     """Whether a reply was being generated (and is now stopped)."""
 
     cancelled: bool
+
+
+class StreamEvent(BaseModel):
+    """One event of a conversation (contract §4), sent as `id: <epoch>:<seq>` and `data: <json>`.
+
+    A comment line `: keep-alive` comes every 15 s of silence. `reset` (no id) tells the client
+    to reload the messages list: its position could not be honoured, or it fell behind.
+    """
+
+    media_type: ClassVar[str] = "text/event-stream"
+
+    type: Literal[
+        "message",
+        "chunk",
+        "tool_call",
+        "tool_result",
+        "complete",
+        "cancelled",
+        "error",
+        "conversation_updated",
+        "conversation_deleted",
+        "reset",
+    ]
+    conversation_id: UUID
+    epoch: str | None = None
+    seq: int | None = None
+    message: MessageResponse | None = None
+    message_id: UUID | None = None
+    content: str | None = None
+    name: str | None = None
+    arguments: dict[str, Any] | None = None
+    ok: bool | None = None
+    error: str | None = None
+    code: str | None = None
+    conversation: ConversationResponse | None = None

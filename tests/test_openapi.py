@@ -91,6 +91,9 @@ async def test_bodies_and_errors_have_schemas(document: dict[str, Any]) -> None:
     body = post_message["requestBody"]["content"]["application/json"]["schema"]
     assert schema_name(document, body) == "MessageData"
     assert body["properties"]["message"]["maxLength"] == 10_000
+    for route in ["stream", "events"]:
+        ok = document["paths"][BASE + "/{conversation_id}/" + route]["get"]["responses"]["200"]
+        assert schema_name(document, ok["content"]["text/event-stream"]["schema"]) == "StreamEvent"
     limit = next(p for p in document["paths"][BASE]["get"]["parameters"] if p["name"] == "limit")
     assert limit["schema"]["maximum"] == 100
 

@@ -14,7 +14,7 @@ from actors.events import Position
 from actors.wire import message_json
 from chat.auth import current_user, require_user
 from chat.blueprints.conversations import ACCEPT_DEADLINE_S, idempotency_key, send_message
-from chat.schemas import CancelResult, Error, StreamFilter
+from chat.schemas import CancelResult, Error, StreamEvent, StreamFilter
 from chat.services import services
 from chat.sse import OPENED, data_frame, relay, sse_response
 from storage.rows import Message
@@ -22,10 +22,9 @@ from storage.rows import Message
 blueprint = Blueprint("streams", __name__, url_prefix="/api/v1/chat/conversations")
 security_scheme_blueprint(blueprint, [{"bearer": []}])
 
-SSE_DOC = {"text/event-stream": {"schema": {"type": "string"}}}
-
 
 @blueprint.get("/<uuid:conversation_id>/stream")
+@document_response(StreamEvent, 200)
 @document_response(Error, 401)
 @document_response(Error, 404)
 @document_response(Error, 422)
@@ -74,6 +73,7 @@ def _json(message: Message) -> bytes:
 
 
 @blueprint.get("/<uuid:conversation_id>/events")
+@document_response(StreamEvent, 200)
 @document_response(Error, 401)
 @document_response(Error, 404)
 @require_user
