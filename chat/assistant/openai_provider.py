@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
 import openai
 from openai import AsyncOpenAI
 
@@ -17,15 +16,22 @@ SYSTEM_PROMPT = (
 )
 
 
-def _error(error: Exception) -> ProviderError:
-    """The model's failure as a readable error for the reply and its `error` event."""
+def _error(error: openai.APIError) -> ProviderError:
+    """The model's failure as a readable error for the reply and its `error` event.
+
+    The client wraps transport failures too (a cut stream is an `APIConnectionError`, a read
+    past the timeout an `APITimeoutError`), so `openai.APIError` covers every model failure.
+    """
     if isinstance(error, openai.RateLimitError):
         return ProviderError("the model is rate limited, please try again shortly", "rate_limited")
-    if isinstance(error, openai.APITimeoutError | httpx.TimeoutException):
+    if isinstance(error, openai.APITimeoutError):
         return ProviderError("the model did not answer in time", "timeout")
     if isinstance(error, openai.APIStatusError):
         return ProviderError(f"the model answered with HTTP {error.status_code}", "upstream_error")
-    return ProviderError("the connection to the model was lost", "upstream_unreachable")
+    if isinstance(error, openai.APIConnectionError):
+        return ProviderError("the connection to the model was lost", "upstream_unreachable")
+    # An `error` object sent in the middle of the stream.
+    return ProviderError(f"the model reported an error: {error.message}", "upstream_error")
 
 
 class OpenAIProvider:
@@ -72,7 +78,7 @@ class OpenAIProvider:
                     for choice in chunk.choices:
                         if choice.delta.content:
                             yield TextDelta(choice.delta.content)
-        except (openai.APIError, httpx.HTTPError) as error:
+        except openai.APIError as error:
             raise _error(error) from error
         if model != self.model:
             yield ReplyInfo(model=model)
