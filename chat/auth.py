@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import wraps
+from functools import cached_property, wraps
 from typing import ParamSpec, TypeVar
 
 import anyio.to_thread
@@ -97,9 +98,9 @@ class Tokens:
         }
         return jwt.encode({"alg": self.algorithm, "typ": "JWT"}, claims, self.key)
 
-    def verify(self, token: str) -> uuid.UUID:
-        """The user id of a valid token; `APIError(401)` for anything else."""
-        registry = jwt.JWTClaimsRegistry(
+    @cached_property
+    def _claims(self) -> jwt.JWTClaimsRegistry:
+        return jwt.JWTClaimsRegistry(
             iss={"essential": True, "value": self.issuer},
             aud={"essential": True, "value": self.audience},
             sub={"essential": True},
@@ -107,9 +108,12 @@ class Tokens:
             iat={"essential": True},
             jti={"essential": True},
         )
+
+    def verify(self, token: str) -> uuid.UUID:
+        """The user id of a valid token; `APIError(401)` for anything else."""
         try:
             decoded = jwt.decode(token, self.key, algorithms=[self.algorithm])
-            registry.validate(decoded.claims)
+            self._claims.validate(decoded.claims)
             return uuid.UUID(str(decoded.claims["sub"]))
         except (JoseError, ValueError, TypeError) as error:
             raise unauthenticated("Invalid or expired token") from error
@@ -122,9 +126,45 @@ def bearer_token(header: str | None) -> str:
     return token.strip()
 
 
-async def authenticate(db: Database, tokens: Tokens, token: str) -> User:
+class UserCache:
+    """Users looked up by token, kept for a few seconds.
+
+    Every authenticated request needs its user (to refuse inactive ones); at hundreds of
+    requests a second the same few users are read again and again. A deactivation takes
+    effect within `ttl_s` (`AUTH_CACHE_S`; 0 turns the cache off).
+    """
+
+    def __init__(self, ttl_s: float, size: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self._size = size
+        self._users: OrderedDict[uuid.UUID, tuple[float, User]] = OrderedDict()
+
+    def get(self, user_id: uuid.UUID) -> User | None:
+        found = self._users.get(user_id)
+        if found is None:
+            return None
+        if time.monotonic() - found[0] > self.ttl_s:
+            del self._users[user_id]
+            return None
+        return found[1]
+
+    def put(self, user: User) -> None:
+        if self.ttl_s <= 0:
+            return
+        self._users[user.id] = (time.monotonic(), user)
+        self._users.move_to_end(user.id)
+        if len(self._users) > self._size:
+            self._users.popitem(last=False)
+
+
+async def authenticate(db: Database, tokens: Tokens, cache: UserCache, token: str) -> User:
     """The active user a token speaks for: 401 for a bad token or user, 403 if inactive."""
-    user = await select_user(db, tokens.verify(token))
+    user_id = tokens.verify(token)
+    user = cache.get(user_id)
+    if user is None:
+        user = await select_user(db, user_id)
+        if user is not None:
+            cache.put(user)
     if user is None:
         raise unauthenticated("Invalid or expired token")
     if not user.is_active:
@@ -139,7 +179,7 @@ def require_user(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         found = services()
         g.user = await authenticate(
-            found.db, found.tokens, bearer_token(request.headers.get("Authorization"))
+            found.db, found.tokens, found.users, bearer_token(request.headers.get("Authorization"))
         )
         return await func(*args, **kwargs)
 

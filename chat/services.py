@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from actors.hub import Hub
     from actors.registry import Registry
-    from chat.auth import Passwords, Tokens
+    from chat.auth import Passwords, Tokens, UserCache
     from chat.settings import Settings
 
 EXTENSION = "parley"
@@ -24,6 +24,7 @@ class Services:
     db: Database
     tokens: Tokens
     passwords: Passwords
+    users: UserCache
     hub: Hub
     registry: Registry
 

@@ -46,6 +46,8 @@ class Settings(BaseModel):
     jwt_audience: str = "parley-api"
     access_token_ttl_s: float = Field(1 * HOURS, gt=0)
     registration_enabled: bool = True
+    # How long a looked-up user is reused; a deactivation takes effect within this.
+    auth_cache_s: float = Field(5 * SECONDS, ge=0)
     # argon2id cost; the defaults are argon2-cffi's (RFC 9106 low-memory profile).
     password_hash_time_cost: int = Field(3, ge=1, le=20)
     password_hash_memory_kib: int = Field(64 * 1024, ge=8, le=4 * 1024 * 1024)

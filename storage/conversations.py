@@ -8,6 +8,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from databases import Database
 
+from storage.compiled import Statement
 from storage.rows import Conversation, now, utc
 from storage.tables import conversations
 
@@ -16,6 +17,27 @@ _live = conversations.c.deleted_at.is_(None)
 
 def _owned(user_id: uuid.UUID, conversation_id: uuid.UUID) -> sa.ColumnElement[bool]:
     return sa.and_(conversations.c.id == conversation_id, conversations.c.user_id == user_id, _live)
+
+
+_insert_conversation = Statement(
+    conversations.insert().values(
+        {c.name: sa.bindparam(c.name, type_=c.type) for c in conversations.c}
+    )
+)
+_select_page = Statement(
+    sa.select(conversations, sa.func.count().over().label("total"))
+    .where(conversations.c.user_id == sa.bindparam("user_id"), _live)
+    .order_by(conversations.c.updated_at.desc(), conversations.c.id)
+    .offset(sa.bindparam("offset"))
+    .limit(sa.bindparam("limit"))
+)
+_select_one = Statement(
+    conversations.select().where(
+        conversations.c.id == sa.bindparam("conversation_id"),
+        conversations.c.user_id == sa.bindparam("user_id"),
+        _live,
+    )
+)
 
 
 async def insert_conversation(
@@ -40,8 +62,9 @@ async def insert_conversation(
         is_auditable=False,
         retention_days=retention_days,
     )
-    values = {f: getattr(conversation, f) for f in Conversation.__slots__}
-    await db.execute(conversations.insert().values(**values))
+    await _insert_conversation.execute(
+        db, **{f: getattr(conversation, f) for f in Conversation.__slots__}
+    )
     return conversation
 
 
@@ -49,18 +72,11 @@ async def select_conversations(
     db: Database, user_id: uuid.UUID, *, offset: int, limit: int
 ) -> tuple[list[Conversation], int]:
     """One page, newest activity first, and the total; one query unless the page is empty."""
-    mine = sa.and_(conversations.c.user_id == user_id, _live)
-    query = (
-        sa.select(conversations, sa.func.count().over().label("total"))
-        .where(mine)
-        .order_by(conversations.c.updated_at.desc(), conversations.c.id)
-        .offset(offset)
-        .limit(limit)
-    )
-    rows = await db.fetch_all(query)
+    rows = await _select_page.fetch_all(db, user_id=user_id, offset=offset, limit=limit)
     if rows:
         return [Conversation.from_row(row) for row in rows], rows[0]["total"]
     # Past the end the window count has no row to ride on.
+    mine = sa.and_(conversations.c.user_id == user_id, _live)
     total = await db.fetch_val(sa.select(sa.func.count()).select_from(conversations).where(mine))
     return [], int(total or 0)
 
@@ -68,7 +84,7 @@ async def select_conversations(
 async def select_conversation(
     db: Database, user_id: uuid.UUID, conversation_id: uuid.UUID
 ) -> Conversation | None:
-    row = await db.fetch_one(conversations.select().where(_owned(user_id, conversation_id)))
+    row = await _select_one.fetch_one(db, user_id=user_id, conversation_id=conversation_id)
     return None if row is None else Conversation.from_row(row)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from databases import Database
 
+from storage.compiled import Statement
 from storage.errors import NotFound
 from storage.rows import Message, now
 from storage.tables import conversations, messages
@@ -117,6 +118,27 @@ async def select_reply(db: Database, conversation_id: uuid.UUID, after_seq: int)
     return None if row is None else Message.from_row(row)
 
 
+_select_page = Statement(
+    sa.select(conversations.c.total_messages.label("total"), messages)
+    .select_from(
+        conversations.outerjoin(
+            messages,
+            sa.and_(
+                messages.c.conversation_id == conversations.c.id,
+                messages.c.seq > sa.bindparam("offset"),
+                messages.c.seq <= sa.bindparam("upto"),
+            ),
+        )
+    )
+    .where(
+        conversations.c.id == sa.bindparam("conversation_id"),
+        conversations.c.user_id == sa.bindparam("user_id"),
+        conversations.c.deleted_at.is_(None),
+    )
+    .order_by(messages.c.seq)
+)
+
+
 async def select_messages(
     db: Database, user_id: uuid.UUID, conversation_id: uuid.UUID, *, offset: int, limit: int
 ) -> tuple[list[Message], int] | None:
@@ -126,26 +148,9 @@ async def select_messages(
     also checks ownership and reads the total, with at least one row whenever the
     conversation exists.
     """
-    query = (
-        sa.select(conversations.c.total_messages.label("total"), messages)
-        .select_from(
-            conversations.outerjoin(
-                messages,
-                sa.and_(
-                    messages.c.conversation_id == conversations.c.id,
-                    messages.c.seq > offset,
-                    messages.c.seq <= offset + limit,
-                ),
-            )
-        )
-        .where(
-            conversations.c.id == conversation_id,
-            conversations.c.user_id == user_id,
-            conversations.c.deleted_at.is_(None),
-        )
-        .order_by(messages.c.seq)
+    rows = await _select_page.fetch_all(
+        db, user_id=user_id, conversation_id=conversation_id, offset=offset, upto=offset + limit
     )
-    rows = await db.fetch_all(query)
     if not rows:
         return None
     items = [Message.from_row(row) for row in rows if row["id"] is not None]

@@ -13,19 +13,26 @@ from datetime import UTC, datetime
 from typing import Any
 
 
-def utc(value: datetime) -> datetime:
+def utc(value: datetime | str) -> datetime:
+    if isinstance(value, str):
+        # SQLite read through the raw driver: `YYYY-MM-DD HH:MM:SS.ffffff`, in UTC.
+        value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def utc_or_none(value: datetime | None) -> datetime | None:
+def utc_or_none(value: datetime | str | None) -> datetime | None:
     return None if value is None else utc(value)
 
 
 def as_uuid(value: Any) -> uuid.UUID:
-    return value if type(value) is uuid.UUID else uuid.UUID(str(value))
+    # asyncpg's UUID subclasses uuid.UUID; SQLite gives the 32-digit hex text.
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 def as_json(value: Any) -> Any:
+    if value == "[]":
+        # Most messages have no references: skip the decoder.
+        return []
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 

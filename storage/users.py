@@ -9,6 +9,7 @@ import asyncpg
 import sqlalchemy as sa
 from databases import Database
 
+from storage.compiled import Statement
 from storage.errors import Conflict
 from storage.rows import User, now
 from storage.tables import users
@@ -36,8 +37,12 @@ async def insert_user(
     return user
 
 
+_select_user = Statement(users.select().where(users.c.id == sa.bindparam("user_id")))
+
+
 async def select_user(db: Database, user_id: uuid.UUID) -> User | None:
-    row = await db.fetch_one(users.select().where(users.c.id == user_id))
+    """Every authenticated request's lookup: compiled once."""
+    row = await _select_user.fetch_one(db, user_id=user_id)
     return None if row is None else User.from_row(row)
 
 
