@@ -66,3 +66,11 @@ def test_cli_refuses_to_start_with_a_clear_error(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "error: invalid setting JWT_SECRET: JWT_SECRET is required when PARLEY_ENV=production"
     ]
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    from chat.settings import Settings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [n.upper() for n in Settings.model_fields if f"| `{n.upper()}` |" not in readme]
+    assert missing == []
