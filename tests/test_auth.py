@@ -109,7 +109,7 @@ async def test_inactive_user_gets_403(
     assert login.status_code == 403
 
 
-def _bad_tokens(user_id: str) -> dict[str, str]:
+def bad_tokens(user_id: str) -> dict[str, str]:
     good = claims(user_id)
     at = int(time.time())
     valid = sign({"alg": "HS256", "typ": "JWT"}, good, SECRET)
@@ -141,7 +141,7 @@ async def test_bad_tokens_are_401(client: Client, register: Register) -> None:
     assert (
         await client.get("/auth/me", headers={"Authorization": f"Bearer {good}"})
     ).status_code == 200
-    for name, token in _bad_tokens(headers["user_id"]).items():
+    for name, token in bad_tokens(headers["user_id"]).items():
         response = await client.get("/auth/me", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 401, name
         assert response.headers["WWW-Authenticate"] == "Bearer", name
@@ -168,3 +168,28 @@ async def test_registration_can_be_turned_off(tmp_path: object, database_url: st
                 "/auth/register", json={"email": "e@example.com", "password": "password-1"}
             )
     assert response.status_code == 403
+
+
+@pytest.mark.parametrize(("cache_s", "after"), [("0", 403), ("60", 200)])
+async def test_deactivation_applies_within_the_auth_cache(
+    tmp_path: object, database_url: str, cache_s: str, after: int
+) -> None:
+    from pathlib import Path
+
+    from chat.app import create_app
+    from chat.root import running_services
+    from tests.conftest import make_settings
+
+    assert isinstance(tmp_path, Path)
+    settings = make_settings(tmp_path, database_url, auth_cache_s=cache_s)
+    async with running_services(settings) as services:
+        app = create_app(services)
+        async with app.test_app():
+            client = app.test_client()
+            body = {"email": "cached@example.com", "password": "password-1"}
+            user = await (await client.post("/auth/register", json=body)).get_json()
+            token = (await (await client.post("/auth/login", json=body)).get_json())["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            assert (await client.get("/auth/me", headers=headers)).status_code == 200
+            await update_user_active(services.db, uuid.UUID(user["id"]), is_active=False)
+            assert (await client.get("/auth/me", headers=headers)).status_code == after
