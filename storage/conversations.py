@@ -10,7 +10,7 @@ from databases import Database
 
 from storage.compiled import Statement
 from storage.rows import Conversation, now, utc
-from storage.tables import conversations
+from storage.tables import conversations, users
 
 _live = conversations.c.deleted_at.is_(None)
 
@@ -24,8 +24,40 @@ _insert_conversation = Statement(
         {c.name: sa.bindparam(c.name, type_=c.type) for c in conversations.c}
     )
 )
+_count_change = Statement(
+    sa.update(users)
+    .where(users.c.id == sa.bindparam("user_id"))
+    .values(total_conversations=users.c.total_conversations + sa.bindparam("change"))
+)
+# PostgreSQL: insert and count in one statement (one round trip instead of four); SQLite
+# cannot put an UPDATE in a WITH, so it takes the transaction below.
+_bump = (
+    sa.update(users)
+    .where(users.c.id == sa.bindparam("user_id"))
+    .values(total_conversations=users.c.total_conversations + 1)
+    .returning(users.c.id)
+    .cte("bump")
+)
+_insert_counted = Statement(
+    conversations.insert()
+    .from_select(
+        [c.name for c in conversations.c],
+        sa.select(
+            *[
+                _bump.c.id if c.name == "user_id" else sa.bindparam(c.name, type_=c.type)
+                for c in conversations.c
+            ]
+        ).select_from(_bump),
+    )
+    .add_cte(_bump)
+)
+_total = (
+    sa.select(users.c.total_conversations)
+    .where(users.c.id == sa.bindparam("user_id"))
+    .scalar_subquery()
+)
 _select_page = Statement(
-    sa.select(conversations, sa.func.count().over().label("total"))
+    sa.select(conversations, _total.label("total"))
     .where(conversations.c.user_id == sa.bindparam("user_id"), _live)
     .order_by(conversations.c.updated_at.desc(), conversations.c.id)
     .offset(sa.bindparam("offset"))
@@ -62,22 +94,29 @@ async def insert_conversation(
         is_auditable=False,
         retention_days=retention_days,
     )
-    await _insert_conversation.execute(
-        db, **{f: getattr(conversation, f) for f in Conversation.__slots__}
-    )
+    values = {f: getattr(conversation, f) for f in Conversation.__slots__}
+    if db.url.dialect == "postgresql":
+        await _insert_counted.execute(db, **values)
+        return conversation
+    async with db.transaction():
+        await _insert_conversation.execute(db, **values)
+        await _count_change.execute(db, user_id=user_id, change=1)
     return conversation
 
 
 async def select_conversations(
     db: Database, user_id: uuid.UUID, *, offset: int, limit: int
 ) -> tuple[list[Conversation], int]:
-    """One page, newest activity first, and the total; one query unless the page is empty."""
+    """One page, newest activity first, and the total; one query unless the page is empty.
+
+    The total is the user's `total_conversations`, read in the same statement: counting the
+    rows (a window count) made PostgreSQL visit all of a user's conversations on every page.
+    """
     rows = await _select_page.fetch_all(db, user_id=user_id, offset=offset, limit=limit)
     if rows:
         return [Conversation.from_row(row) for row in rows], rows[0]["total"]
-    # Past the end the window count has no row to ride on.
-    mine = sa.and_(conversations.c.user_id == user_id, _live)
-    total = await db.fetch_val(sa.select(sa.func.count()).select_from(conversations).where(mine))
+    # Past the end the total has no row to ride on.
+    total = await db.fetch_val(sa.select(users.c.total_conversations).where(users.c.id == user_id))
     return [], int(total or 0)
 
 
@@ -129,8 +168,12 @@ async def soft_delete_conversation(
         .values(deleted_at=at, updated_at=at)
         .returning(*conversations.c)
     )
-    row = await db.fetch_one(query)
-    return None if row is None else Conversation.from_row(row)
+    async with db.transaction():
+        row = await db.fetch_one(query)
+        if row is None:
+            return None
+        await _count_change.execute(db, user_id=user_id, change=-1)
+    return Conversation.from_row(row)
 
 
 async def purge_deleted_conversations(db: Database) -> int:

@@ -26,6 +26,9 @@ users = sa.Table(
     sa.Column("display_name", sa.String(100), nullable=True),
     sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", Timestamp, nullable=False),
+    # Live (not deleted) conversations, kept with each create and delete: the list route's
+    # total without counting rows.
+    sa.Column("total_conversations", sa.Integer, nullable=False, server_default="0"),
 )
 
 conversations = sa.Table(

@@ -29,7 +29,7 @@ async def insert_user(
         is_active=True,
         created_at=now(),
     )
-    values = {f: getattr(user, f) for f in User.__slots__}
+    values = {f: getattr(user, f) for f in User.__slots__} | {"total_conversations": 0}
     try:
         await db.execute(users.insert().values(**values))
     except UNIQUE_VIOLATIONS as error:

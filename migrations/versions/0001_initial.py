@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("display_name", sa.String(100), nullable=True),
         sa.Column("is_active", sa.Boolean, server_default=sa.true(), nullable=False),
         sa.Column("created_at", Timestamp, nullable=False),
+        sa.Column("total_conversations", sa.Integer, server_default="0", nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_users"),
         sa.UniqueConstraint("email", name="uq_users_email"),
     )
