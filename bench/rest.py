@@ -252,10 +252,20 @@ async def seed(url: str, user_id: uuid.UUID, count: int, per: int) -> list[uuid.
                 "conversations", records=conversations, columns=CONVERSATION_COLUMNS
             )
             await conn.copy_records_to_table("messages", records=messages, columns=MESSAGE_COLUMNS)
+            await recount(conn, user_id)
         await conn.execute("VACUUM ANALYZE")
     finally:
         await conn.close()
     return [conversation_id for conversation_id, _ in started]
+
+
+async def recount(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    """Rows written behind the API's back: set the user's conversation count the API keeps."""
+    await conn.execute(
+        "UPDATE users SET total_conversations = (SELECT count(*) FROM conversations"
+        " WHERE user_id = $1 AND deleted_at IS NULL) WHERE id = $1",
+        user_id,
+    )
 
 
 async def delete_posted(url: str, user_id: uuid.UUID) -> int:
@@ -265,6 +275,7 @@ async def delete_posted(url: str, user_id: uuid.UUID) -> int:
         status = await conn.execute(
             "DELETE FROM conversations WHERE user_id = $1 AND title = $2", user_id, BENCH_TITLE
         )
+        await recount(conn, user_id)
         await conn.execute("VACUUM ANALYZE conversations")
     finally:
         await conn.close()

@@ -87,6 +87,11 @@ class Statement:
         rows = await self.fetch_all(db, **values)
         return rows[0] if rows else None
 
+    async def fetch_value(self, db: Database, **values: Any) -> Any:
+        """The first column of the first row, or `None` without rows."""
+        row = await self.fetch_one(db, **values)
+        return None if row is None else next(iter(row.values()))
+
     async def execute(self, db: Database, **values: Any) -> None:
         dialect_name = db.url.dialect
         form = self._form(dialect_name)

@@ -1,14 +1,15 @@
 """Messages of a conversation, numbered by `seq` from 1 with no gaps.
 
-`seq` comes from the conversation's `total_messages`, bumped in the same transaction as
-the insert: the row lock that UPDATE takes serialises concurrent writers on PostgreSQL, and
-SQLite has a single writer, so two messages can never draw the same number.
+`seq` comes from the conversation's `total_messages`, bumped in the same statement as the
+insert (PostgreSQL) or the same transaction (SQLite): the row lock that UPDATE takes
+serialises concurrent writers on PostgreSQL, and SQLite has a single writer, so two messages
+can never draw the same number.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +20,43 @@ from storage.errors import NotFound
 from storage.rows import Message, now
 from storage.tables import conversations, messages
 from storage.users import UNIQUE_VIOLATIONS
+
+_bump_statement = (
+    sa.update(conversations)
+    .where(
+        conversations.c.id == sa.bindparam("conversation_id"),
+        conversations.c.user_id == sa.bindparam("user_id"),
+        conversations.c.deleted_at.is_(None),
+    )
+    .values(
+        total_messages=conversations.c.total_messages + 1,
+        updated_at=sa.bindparam("created_at"),
+    )
+    .returning(conversations.c.total_messages)
+)
+_bump = Statement(_bump_statement)
+_insert = Statement(
+    messages.insert().values({c.name: sa.bindparam(c.name, type_=c.type) for c in messages.c})
+)
+# PostgreSQL: number and insert in one statement, one round trip; SQLite cannot put an
+# UPDATE in a WITH, so it runs the two in a transaction.
+_numbered = _bump_statement.cte("numbered")
+_insert_counted = Statement(
+    messages.insert()
+    .from_select(
+        [c.name for c in messages.c],
+        sa.select(
+            *[
+                _numbered.c.total_messages
+                if c.name == "seq"
+                else sa.bindparam(c.name, type_=c.type)
+                for c in messages.c
+            ]
+        ).select_from(_numbered),
+    )
+    .add_cte(_numbered)
+    .returning(messages.c.seq)
+)
 
 
 async def insert_message(
@@ -47,39 +85,31 @@ async def insert_message(
         existing = await select_message_by_key(db, conversation_id, idempotency_key)
         if existing is not None:
             return existing, False
-    at = now()
-    bump = (
-        sa.update(conversations)
-        .where(
-            conversations.c.id == conversation_id,
-            conversations.c.user_id == user_id,
-            conversations.c.deleted_at.is_(None),
-        )
-        .values(total_messages=conversations.c.total_messages + 1, updated_at=at)
-        .returning(conversations.c.total_messages)
+    message = Message(
+        id=message_id or uuid.uuid4(),
+        conversation_id=conversation_id,
+        seq=0,
+        role=role,
+        content=content,
+        status=status,
+        model_used=model_used,
+        confidence_score=confidence_score,
+        entity_references=entity_references or [],
+        entity_links=entity_links or [],
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        idempotency_key=idempotency_key,
+        created_at=now(),
     )
+    values = asdict(message) | {"user_id": user_id}
     try:
-        async with db.transaction():
-            seq = await db.fetch_val(bump)
-            if seq is None:
-                raise NotFound("conversation")
-            message = Message(
-                id=message_id or uuid.uuid4(),
-                conversation_id=conversation_id,
-                seq=seq,
-                role=role,
-                content=content,
-                status=status,
-                model_used=model_used,
-                confidence_score=confidence_score,
-                entity_references=entity_references or [],
-                entity_links=entity_links or [],
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                idempotency_key=idempotency_key,
-                created_at=at,
-            )
-            await db.execute(messages.insert().values(**asdict(message)))
+        if db.url.dialect == "postgresql":
+            seq = await _insert_counted.fetch_value(db, **values)
+        else:
+            async with db.transaction():
+                seq = await _bump.fetch_value(db, **values)
+                if seq is not None:
+                    await _insert.execute(db, **values | {"seq": seq})
     except UNIQUE_VIOLATIONS:
         # A concurrent retry with the same key won the race; its message is the answer.
         if idempotency_key is None:
@@ -88,7 +118,9 @@ async def insert_message(
         if existing is None:
             raise
         return existing, False
-    return message, True
+    if seq is None:
+        raise NotFound("conversation")
+    return replace(message, seq=seq), True
 
 
 async def select_message_by_key(

@@ -38,8 +38,8 @@ async def get_stream(conversation_id: UUID, query_args: StreamFilter) -> Respons
     after the reply's `complete`, `cancelled` or `error` event.
     """
     found = services()
-    await found.registry.check_owner(current_user().id, conversation_id)
-    # Subscribed before sending, so not even the stored-message event can be missed.
+    # Subscribed before sending, so not even the stored-message event can be missed. Sending
+    # checks ownership (404), and then the subscription is dropped unread.
     subscription = found.hub.subscribe(conversation_id)
     try:
         command = await send_message(conversation_id, query_args.message, idempotency_key())
