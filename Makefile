@@ -1,5 +1,5 @@
 # The two entry points of the README: `make run` and `make check`.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 

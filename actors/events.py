@@ -93,3 +93,7 @@ class Event:
 def reset_frame(conversation_id: uuid.UUID, reason: str) -> bytes:
     """`reset`: reload the messages list. It carries no id, so a client keeps its last position."""
     return _dumps({"type": "reset", "conversation_id": str(conversation_id), "reason": reason})
+
+
+# Not an event of any conversation: the hub's periodic sign that a quiet stream is alive.
+KEEP_ALIVE = Event(uuid.UUID(int=0), uuid.UUID(int=0), "keep-alive", "", 0, b"", 0.0)

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from actors.events import Event, Position
+from actors.events import KEEP_ALIVE, Event, Position
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class Subscription:
         # was unknown. `reset_first` is delivered before anything else.
         self.reset_first: str | None = None
         self.cut_off: str | None = None
+        self.last_offered = anyio.current_time()
 
     def offer(self, event: Event) -> None:
         """Queue an event without waiting; a full queue cuts the subscriber off."""
@@ -49,6 +50,7 @@ class Subscription:
             return
         try:
             self._send.send_nowait(event)
+            self.last_offered = anyio.current_time()
         except anyio.WouldBlock:
             self._end("too_slow")
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -70,6 +72,16 @@ class Subscription:
             return await self._receive.receive()
         except anyio.EndOfStream:
             return None
+
+    def queued(self, limit: int) -> list[Event]:
+        """Up to `limit` events already waiting, without waiting for more."""
+        events: list[Event] = []
+        while len(events) < limit:
+            try:
+                events.append(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+        return events
 
     def close(self) -> None:
         """Release the subscription (the subscriber went away)."""
@@ -195,6 +207,19 @@ class Hub:
             if not users:
                 del self._user_subscribers[subscription.topic]
 
+    def keep_alive(self, quiet_s: float) -> None:
+        """Give every subscriber that has had nothing for `quiet_s` a `KEEP_ALIVE` marker.
+
+        One periodic sweep for all streams, instead of a timer armed around every wait for
+        an event in every stream.
+        """
+        now = anyio.current_time()
+        subscribers = [s for log in self._logs.values() for s in log.subscribers]
+        subscribers += [s for group in self._user_subscribers.values() for s in group]
+        for subscriber in subscribers:
+            if now - subscriber.last_offered >= quiet_s:
+                subscriber.offer(KEEP_ALIVE)
+
     def head(self, conversation_id: uuid.UUID) -> Position | None:
         """The position of the last event published in a conversation, if it is known."""
         log = self._logs.get(conversation_id)
@@ -236,13 +261,26 @@ class Hub:
 
     def _enforce_budget(self, now: float) -> None:
         """Forget idle conversations, and trim the least recently active ones past the budget."""
+        oldest = next(iter(self._logs.values()), None)
+        if oldest is None or (
+            now - oldest.last_at <= self.limits.retained_s
+            and self._bytes <= self.limits.retained_bytes
+        ):
+            # The common case, on every publish: nothing to do, found in O(1).
+            return
         for conversation_id, log in list(self._logs.items()):
             idle = now - log.last_at > self.limits.retained_s
             if not idle and self._bytes <= self.limits.retained_bytes:
                 break
             while log.events and (idle or self._bytes > self.limits.retained_bytes):
                 self._drop_oldest(log)
-            self._forget_if_unused(conversation_id, log)
+            if not log.subscribers:
+                self._forget_if_unused(conversation_id, log)
+            elif idle:
+                # Quiet but watched: its numbering must stay. Look at it again much later,
+                # rather than on every publish.
+                log.last_at = now
+                self._logs.move_to_end(conversation_id)
 
     def _forget_if_unused(self, conversation_id: uuid.UUID, log: _Log) -> None:
         if not log.events and not log.subscribers:

@@ -59,6 +59,13 @@ async def host_actors(cancel: anyio.Event, *, task_status: anyio.abc.TaskStatus[
         actors.cancel_scope.cancel()
 
 
+async def keep_streams_alive(hub: Hub, quiet_s: float) -> None:
+    """Mark every stream that has been quiet for `quiet_s` (its SSE relay sends a comment)."""
+    while True:
+        await anyio.sleep(min(1.0, quiet_s / 3))
+        hub.keep_alive(quiet_s)
+
+
 def actor_config(settings: Settings) -> ActorConfig:
     return ActorConfig(
         idle_s=settings.actor_idle_s,
@@ -130,6 +137,7 @@ async def running_services(
                 await shut_down()
 
             tg.start_soon(sweep_deleted, services)
+            tg.start_soon(keep_streams_alive, hub, settings.sse_keepalive_s)
             if stop is not None:
                 tg.start_soon(shut_down_on_stop, stop)
             try:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import anyio
 from quart import Response
 
 from actors.events import FINAL_TYPES, reset_frame
+from actors.events import KEEP_ALIVE as KEEP_ALIVE_MARK
 from actors.hub import Subscription
 
 HEADERS = {
@@ -18,6 +18,8 @@ HEADERS = {
 }
 OPENED = b": connected\n\n"
 KEEP_ALIVE = b": keep-alive\n\n"
+# Most frames written at once when a stream has fallen behind.
+BATCH = 64
 
 
 def data_frame(data: bytes) -> bytes:
@@ -25,33 +27,30 @@ def data_frame(data: bytes) -> bytes:
 
 
 async def relay(
-    subscription: Subscription, *, keepalive_s: float, until_reply: str | None = None
+    subscription: Subscription, *, until_reply: str | None = None
 ) -> AsyncIterator[bytes]:
     """The subscription's events as SSE frames, until it ends (or the awaited reply does).
 
-    The caller closes the subscription; a client that goes away cancels this generator at
-    its next await, and the reply it was watching goes on regardless.
+    Events that are already waiting go out in one write (still one frame each, in order):
+    a server that falls behind then catches up in fewer, larger writes. The caller closes
+    the subscription; a client that goes away cancels this generator at its next await, and
+    the reply it was watching goes on regardless.
     """
     # Sent at once, so the client sees the response headers without waiting for an event.
     yield OPENED
     if subscription.reset_first is not None:
         yield data_frame(reset_frame(subscription.topic, subscription.reset_first))
-    while True:
-        event = None
-        with anyio.move_on_after(keepalive_s) as idle:
-            event = await subscription.receive()
-        if idle.cancelled_caught:
-            yield KEEP_ALIVE
-            continue
-        if event is None:
-            break
-        yield event.sse
-        if (
-            until_reply is not None
-            and event.type in FINAL_TYPES
-            and event.message_id == until_reply
-        ):
-            return
+    while (first := await subscription.receive()) is not None:
+        frames = []
+        for event in [first, *subscription.queued(BATCH)]:
+            if event is KEEP_ALIVE_MARK:
+                frames.append(KEEP_ALIVE)
+                continue
+            frames.append(event.sse)
+            if event.type in FINAL_TYPES and event.message_id == until_reply:
+                yield b"".join(frames)
+                return
+        yield b"".join(frames)
     if subscription.cut_off == "too_slow":
         yield data_frame(reset_frame(subscription.topic, "too_slow"))
 

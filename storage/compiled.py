@@ -93,12 +93,5 @@ class Statement:
         return None if row is None else next(iter(row.values()))
 
     async def execute(self, db: Database, **values: Any) -> None:
-        dialect_name = db.url.dialect
-        form = self._form(dialect_name)
-        args = form.arguments(values)
-        async with db.connection() as connection:
-            raw = connection.raw_connection
-            if dialect_name == "postgresql":
-                await raw.execute(form.sql, *args)
-            else:
-                await (await raw.execute(form.sql, args)).close()
+        """Run a statement that returns no rows."""
+        await self.fetch_all(db, **values)

@@ -80,18 +80,10 @@ async def insert_conversation(
     title_set_by_user: bool,
     retention_days: int,
 ) -> Conversation:
-    at = now()
-    conversation = Conversation(
-        id=uuid.uuid4(),
+    conversation = Conversation.new(
         user_id=user_id,
         title=title,
         title_set_by_user=title_set_by_user,
-        created_at=at,
-        updated_at=at,
-        deleted_at=None,
-        total_messages=0,
-        total_tokens_used=0,
-        is_auditable=False,
         retention_days=retention_days,
     )
     values = {f: getattr(conversation, f) for f in Conversation.__slots__}

@@ -76,6 +76,26 @@ class Conversation:
     retention_days: int
 
     @classmethod
+    def new(
+        cls, *, user_id: uuid.UUID, title: str, title_set_by_user: bool, retention_days: int
+    ) -> Conversation:
+        """A conversation not stored yet: no messages, created now."""
+        at = now()
+        return cls(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            title=title,
+            title_set_by_user=title_set_by_user,
+            created_at=at,
+            updated_at=at,
+            deleted_at=None,
+            total_messages=0,
+            total_tokens_used=0,
+            is_auditable=False,
+            retention_days=retention_days,
+        )
+
+    @classmethod
     def from_row(cls, row: Any) -> Conversation:
         return cls(
             id=as_uuid(row["id"]),

@@ -94,6 +94,23 @@ async def test_stream_sends_and_streams_the_reply(http: httpx.AsyncClient) -> No
     assert stored[1]["status"] == "complete"
 
 
+async def test_a_retried_stream_replays_the_first_answer(http: httpx.AsyncClient) -> None:
+    me = await sign_up(http)
+    cid = await new_conversation(http, me)
+    url = f"{BASE}/{cid}/stream"
+    headers = me | {"Idempotency-Key": "stream-1"}
+    answers = []
+    for _ in range(2):
+        params = {"message": QUESTION}
+        async with aconnect_sse(http, "GET", url, params=params, headers=headers) as source:
+            events = await read_events(source, until=None)
+        answers.append((events[0]["message"], events[-1]["message"]))
+    assert answers[0] == answers[1]
+    assert events[-1]["type"] == "complete" and events[-1]["conversation_id"] == cid
+    stored = (await http.get(f"{BASE}/{cid}/messages", headers=me)).json()
+    assert stored["total"] == 2
+
+
 async def test_the_first_reply_titles_the_conversation(http: httpx.AsyncClient) -> None:
     me = await sign_up(http)
     cid = await new_conversation(http, me)

@@ -14,7 +14,7 @@ from quart_schema import (
     validate_request,
 )
 
-from actors.commands import PostMessage
+from actors.commands import Accepted, PostMessage
 from actors.wire import conversation_json, message_json
 from chat.auth import current_user, require_user
 from chat.errors import APIError, not_found
@@ -38,6 +38,7 @@ from storage.conversations import (
     update_conversation_title,
 )
 from storage.messages import select_messages
+from storage.rows import Conversation
 
 blueprint = Blueprint("conversations", __name__, url_prefix="/api/v1/chat/conversations")
 security_scheme_blueprint(blueprint, [{"bearer": []}])
@@ -49,15 +50,33 @@ MAX_IDEMPOTENCY_KEY = 200
 JSONDict = dict[str, Any]
 
 
-async def send_message(conversation_id: UUID, content: str, key: str | None) -> PostMessage:
-    """Deliver a message to the conversation's actor (routes 4 and 7)."""
+async def send_message(
+    conversation_id: UUID, content: str, key: str | None
+) -> tuple[PostMessage, Accepted]:
+    """Deliver a message to the conversation's actor and wait until it is stored (routes 4, 7).
+
+    503 if that takes longer than `ACCEPT_DEADLINE_S` (the actor is busy or the server is
+    overloaded); the command may still be carried out, and a retry with the same
+    `Idempotency-Key` then returns it.
+    """
     try:
         with anyio.fail_after(ACCEPT_DEADLINE_S):
-            return await services().registry.post_message(
+            command = await services().registry.post_message(
                 current_user().id, conversation_id, content, key
             )
+            return command, await command.accepted.wait()
     except TimeoutError:
         raise APIError(503, "unavailable", "The conversation is busy, try again") from None
+
+
+def publish_change(type: str, conversation: Conversation) -> None:
+    """Tell the conversation's subscribers (and its owner's) what became of it."""
+    services().hub.publish(
+        conversation.id,
+        conversation.user_id,
+        type,
+        {"conversation": conversation_json(conversation)},
+    )
 
 
 def idempotency_key() -> str | None:
@@ -156,9 +175,7 @@ async def post_message(conversation_id: UUID, data: MessageData) -> tuple[JSONDi
     follows on the event streams. An `Idempotency-Key` header makes a retry return the first
     answer and store nothing new.
     """
-    command = await send_message(conversation_id, data.message, idempotency_key())
-    with anyio.fail_after(ACCEPT_DEADLINE_S):
-        accepted = await command.accepted.wait()
+    command, accepted = await send_message(conversation_id, data.message, idempotency_key())
     if "respond-async" in request.headers.get("Prefer", ""):
         return message_json(accepted.message), 202
     return message_json(await command.finished.wait()), 201
@@ -178,14 +195,8 @@ async def patch_title(conversation_id: UUID, data: TitleData) -> JSONDict:
     )
     if conversation is None:
         raise not_found()
-    found = services()
-    found.registry.update_conversation(conversation)
-    found.hub.publish(
-        conversation.id,
-        conversation.user_id,
-        "conversation_updated",
-        {"conversation": conversation_json(conversation)},
-    )
+    services().registry.update_conversation(conversation)
+    publish_change("conversation_updated", conversation)
     return conversation_json(conversation)
 
 
@@ -200,10 +211,5 @@ async def delete_conversation(conversation_id: UUID) -> Response:
     if conversation is None:
         raise not_found()
     found.registry.discard(conversation_id)
-    found.hub.publish(
-        conversation.id,
-        conversation.user_id,
-        "conversation_deleted",
-        {"conversation": conversation_json(conversation)},
-    )
+    publish_change("conversation_deleted", conversation)
     return Response(status=204)

@@ -6,14 +6,13 @@ import json
 from collections.abc import AsyncIterator
 from uuid import UUID
 
-import anyio
 from quart import Blueprint, Response, request
 from quart_schema import document_response, security_scheme_blueprint, validate_querystring
 
 from actors.events import Position
 from actors.wire import message_json
 from chat.auth import current_user, require_user
-from chat.blueprints.conversations import ACCEPT_DEADLINE_S, idempotency_key, send_message
+from chat.blueprints.conversations import idempotency_key, send_message
 from chat.schemas import CancelResult, Error, StreamEvent, StreamFilter
 from chat.services import services
 from chat.sse import OPENED, data_frame, relay, sse_response
@@ -42,9 +41,9 @@ async def get_stream(conversation_id: UUID, query_args: StreamFilter) -> Respons
     # checks ownership (404), and then the subscription is dropped unread.
     subscription = found.hub.subscribe(conversation_id)
     try:
-        command = await send_message(conversation_id, query_args.message, idempotency_key())
-        with anyio.fail_after(ACCEPT_DEADLINE_S):
-            accepted = await command.accepted.wait()
+        command, accepted = await send_message(
+            conversation_id, query_args.message, idempotency_key()
+        )
     except BaseException:
         subscription.close()
         raise
@@ -54,22 +53,20 @@ async def get_stream(conversation_id: UUID, query_args: StreamFilter) -> Respons
             if accepted.duplicate:
                 # A retry: the first answer, as it was stored (no ids: nothing new happened).
                 yield OPENED
-                yield data_frame(b'{"type":"message","message":%s}' % _json(accepted.message))
+                yield data_frame(_frame("message", conversation_id, accepted.message))
                 reply = await command.finished.wait()
-                yield data_frame(b'{"type":"complete","message":%s}' % _json(reply))
+                yield data_frame(_frame("complete", conversation_id, reply))
                 return
-            async for frame in relay(
-                subscription,
-                keepalive_s=found.settings.sse_keepalive_s,
-                until_reply=str(accepted.reply_id),
-            ):
+            async for frame in relay(subscription, until_reply=str(accepted.reply_id)):
                 yield frame
 
     return sse_response(frames())
 
 
-def _json(message: Message) -> bytes:
-    return json.dumps(message_json(message), separators=(",", ":")).encode()
+def _frame(type: str, conversation_id: UUID, message: Message) -> bytes:
+    """An unnumbered event for a retried request: it replays stored facts, nothing new."""
+    body = {"type": type, "conversation_id": str(conversation_id), "message": message_json(message)}
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 @blueprint.get("/<uuid:conversation_id>/events")
@@ -93,7 +90,7 @@ async def get_events(conversation_id: UUID) -> Response:
 
     async def frames() -> AsyncIterator[bytes]:
         with subscription:
-            async for frame in relay(subscription, keepalive_s=found.settings.sse_keepalive_s):
+            async for frame in relay(subscription):
                 yield frame
 
     return sse_response(frames())

@@ -18,19 +18,8 @@ class MemoryStore:
         self.messages: dict[uuid.UUID, list[Message]] = {}
 
     def add_conversation(self, user_id: uuid.UUID, title: str = "New conversation") -> Conversation:
-        at = now()
-        conversation = Conversation(
-            id=uuid.uuid4(),
-            user_id=user_id,
-            title=title,
-            title_set_by_user=False,
-            created_at=at,
-            updated_at=at,
-            deleted_at=None,
-            total_messages=0,
-            total_tokens_used=0,
-            is_auditable=False,
-            retention_days=30,
+        conversation = Conversation.new(
+            user_id=user_id, title=title, title_set_by_user=False, retention_days=30
         )
         self.conversations[conversation.id] = conversation
         self.messages[conversation.id] = []

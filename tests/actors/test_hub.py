@@ -151,3 +151,30 @@ async def test_close_ends_streams_and_refuses_new_ones() -> None:
     late = hub.subscribe(cid)
     assert await late.receive() is None
     late.close()
+
+
+async def test_quiet_subscribers_get_a_keep_alive_mark() -> None:
+    from actors.events import KEEP_ALIVE
+
+    hub = Hub()
+    quiet, busy = uuid.uuid4(), uuid.uuid4()
+    with hub.subscribe(quiet) as still, hub.subscribe(busy) as active:
+        publish(hub, busy, 1)
+        hub.keep_alive(quiet_s=0)
+        assert await still.receive() is KEEP_ALIVE
+        first = await active.receive()
+        assert first is not None and first.type == "chunk"
+        hub.keep_alive(quiet_s=3600)
+        assert still.queued(10) == []
+
+
+async def test_a_quiet_watched_conversation_does_not_make_publishing_scan_everything() -> None:
+    hub = Hub(HubLimits(retained_s=0.0))
+    watched = uuid.uuid4()
+    with hub.subscribe(watched) as subscription:
+        publish(hub, watched, 1)
+        publish(hub, uuid.uuid4(), 1)
+        # Its events aged out, but its numbering stays while it is watched.
+        publish(hub, watched, 1)
+        events = subscription.queued(10)
+    assert [e.seq for e in events] == [1, 2]
