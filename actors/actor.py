@@ -241,6 +241,7 @@ class ConversationActor:
     ) -> Message:
         content = "".join(draft.parts)
         info = draft.info
+        tokens = (info.get("prompt_tokens") or 0) + (info.get("completion_tokens") or 0)
         reply, _ = await self._store.insert_message(
             user_id=self.conversation.user_id,
             conversation_id=self.id,
@@ -254,6 +255,7 @@ class ConversationActor:
             entity_links=info.get("entity_links", []),
             prompt_tokens=info.get("prompt_tokens"),
             completion_tokens=info.get("completion_tokens"),
+            tokens_used=tokens,
         )
         if content:
             self._remember(Turn("assistant", content))
@@ -267,9 +269,6 @@ class ConversationActor:
         self.conversation = replace(
             self.conversation, total_messages=reply.seq, updated_at=reply.created_at
         )
-        tokens = (reply.prompt_tokens or 0) + (reply.completion_tokens or 0)
-        if tokens:
-            await self._store.add_tokens(self.id, tokens)
         await self._title(question)
         return reply
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # The types that end a reply: route 7 closes its stream after one of them.
@@ -47,8 +47,9 @@ class Event:
     seq: int
     data: bytes
     at: float
-    message_id: str | None = None
-    _sse: list[bytes] = field(default_factory=list, compare=False, repr=False)
+    message_id: str | None
+    # The SSE frame: an `id:` line, a `data:` line, a blank line, made once with the JSON.
+    sse: bytes
 
     @classmethod
     def create(
@@ -70,20 +71,13 @@ class Event:
             **payload,
         }
         message_id = payload.get("message_id") or (payload.get("message") or {}).get("id")
-        return cls(conversation_id, user_id, type, epoch, seq, _dumps(body), at, message_id)
+        data = _dumps(body)
+        sse = b"id: %s:%d\ndata: %s\n\n" % (epoch.encode(), seq, data)
+        return cls(conversation_id, user_id, type, epoch, seq, data, at, message_id, sse)
 
     @property
     def position(self) -> Position:
         return Position(self.epoch, self.seq)
-
-    @property
-    def sse(self) -> bytes:
-        """The SSE frame: an `id:` line, a `data:` line, a blank line (built once, then shared)."""
-        if not self._sse:
-            self._sse.append(
-                b"id: %s:%d\ndata: %s\n\n" % (self.epoch.encode(), self.seq, self.data)
-            )
-        return self._sse[0]
 
     @property
     def text(self) -> str:
@@ -96,4 +90,4 @@ def reset_frame(conversation_id: uuid.UUID, reason: str) -> bytes:
 
 
 # Not an event of any conversation: the hub's periodic sign that a quiet stream is alive.
-KEEP_ALIVE = Event(uuid.UUID(int=0), uuid.UUID(int=0), "keep-alive", "", 0, b"", 0.0)
+KEEP_ALIVE = Event(uuid.UUID(int=0), uuid.UUID(int=0), "keep-alive", "", 0, b"", 0.0, None, b"")

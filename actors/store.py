@@ -28,8 +28,6 @@ class Store(Protocol):
 
     async def reply_after(self, conversation_id: uuid.UUID, seq: int) -> Message | None: ...
 
-    async def add_tokens(self, conversation_id: uuid.UUID, tokens: int) -> None: ...
-
     async def auto_title(
         self, user_id: uuid.UUID, conversation_id: uuid.UUID, title: str
     ) -> Conversation | None: ...
@@ -58,9 +56,6 @@ class DatabaseStore:
 
     async def reply_after(self, conversation_id: uuid.UUID, seq: int) -> Message | None:
         return await messages.select_reply(self.db, conversation_id, seq)
-
-    async def add_tokens(self, conversation_id: uuid.UUID, tokens: int) -> None:
-        await conversations.add_tokens_used(self.db, conversation_id, tokens)
 
     async def auto_title(
         self, user_id: uuid.UUID, conversation_id: uuid.UUID, title: str

@@ -141,14 +141,6 @@ async def update_conversation_title(
     return None if row is None else Conversation.from_row(row)
 
 
-async def add_tokens_used(db: Database, conversation_id: uuid.UUID, tokens: int) -> None:
-    await db.execute(
-        sa.update(conversations)
-        .where(conversations.c.id == conversation_id)
-        .values(total_tokens_used=conversations.c.total_tokens_used + tokens)
-    )
-
-
 async def soft_delete_conversation(
     db: Database, user_id: uuid.UUID, conversation_id: uuid.UUID
 ) -> Conversation | None:

@@ -30,6 +30,7 @@ _bump_statement = (
     )
     .values(
         total_messages=conversations.c.total_messages + 1,
+        total_tokens_used=conversations.c.total_tokens_used + sa.bindparam("tokens_used"),
         updated_at=sa.bindparam("created_at"),
     )
     .returning(conversations.c.total_messages)
@@ -75,8 +76,11 @@ async def insert_message(
     prompt_tokens: int | None = None,
     completion_tokens: int | None = None,
     idempotency_key: str | None = None,
+    tokens_used: int = 0,
 ) -> tuple[Message, bool]:
     """Store a message; returns it and whether it is new.
+
+    `tokens_used` is added to the conversation's `total_tokens_used` in the same write.
 
     With an `idempotency_key` already used in this conversation the first message is returned
     and nothing is written. `NotFound` if the conversation is not the user's live one.
@@ -101,7 +105,7 @@ async def insert_message(
         idempotency_key=idempotency_key,
         created_at=now(),
     )
-    values = asdict(message) | {"user_id": user_id}
+    values = asdict(message) | {"user_id": user_id, "tokens_used": tokens_used}
     try:
         if db.url.dialect == "postgresql":
             seq = await _insert_counted.fetch_value(db, **values)

@@ -69,7 +69,10 @@ class MemoryStore:
         )
         stored.append(message)
         self.conversations[conversation_id] = replace(
-            conversation, total_messages=message.seq, updated_at=message.created_at
+            conversation,
+            total_messages=message.seq,
+            updated_at=message.created_at,
+            total_tokens_used=conversation.total_tokens_used + fields.get("tokens_used", 0),
         )
         return message, True
 
@@ -78,13 +81,6 @@ class MemoryStore:
         return next(
             (m for m in self.messages[conversation_id] if m.seq > seq and m.role == "assistant"),
             None,
-        )
-
-    async def add_tokens(self, conversation_id: uuid.UUID, tokens: int) -> None:
-        await anyio.lowlevel.checkpoint()
-        found = self.conversations[conversation_id]
-        self.conversations[conversation_id] = replace(
-            found, total_tokens_used=found.total_tokens_used + tokens
         )
 
     async def auto_title(
