@@ -34,12 +34,18 @@ def is_sqlite(url: str) -> bool:
     return DatabaseURL(url).dialect == "sqlite"
 
 
+async def _release_as_is(connection: Any) -> None:
+    """asyncpg's default reset on every release is a round trip (`RESET ALL`, `UNLISTEN *`,
+    advisory unlocks) for session state we never set. An open transaction is still rolled
+    back by the pool before this runs."""
+
+
 def create_database(url: str, *, pool_size: int = 10) -> Database:
     """Build the process's database handle; `connect()` is the caller's (the composition root)."""
     url = normalise_url(url)
     if is_sqlite(url):
         return Database(url, factory=_SQLiteConnection)
-    return Database(url, min_size=1, max_size=pool_size)
+    return Database(url, min_size=1, max_size=pool_size, reset=_release_as_is)
 
 
 async def prepare(db: Database) -> None:
