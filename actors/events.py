@@ -80,6 +80,11 @@ class Event:
         return Position(self.epoch, self.seq)
 
     @property
+    def size(self) -> int:
+        """Bytes it keeps alive, counted against the hub's retention budget."""
+        return len(self.data) + len(self.sse)
+
+    @property
     def text(self) -> str:
         return self.data.decode()
 

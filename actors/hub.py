@@ -151,8 +151,8 @@ class Hub:
         log.next_seq += 1
         log.last_at = now
         log.events.append(event)
-        log.size += len(event.data)
-        self._bytes += len(event.data)
+        log.size += event.size
+        self._bytes += event.size
         self._trim(log, now)
         for subscriber in tuple(log.subscribers):
             subscriber.offer(event)
@@ -256,8 +256,8 @@ class Hub:
 
     def _drop_oldest(self, log: _Log) -> None:
         event = log.events.popleft()
-        log.size -= len(event.data)
-        self._bytes -= len(event.data)
+        log.size -= event.size
+        self._bytes -= event.size
 
     def _enforce_budget(self, now: float) -> None:
         """Forget idle conversations, and trim the least recently active ones past the budget."""
