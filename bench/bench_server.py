@@ -1,0 +1,55 @@
+"""`parley serve` with the benchmark's paced provider instead of the configured one.
+
+    .venv/bin/python bench/bench_server.py --bind 127.0.0.1:8000 --tokens 200 --rate 20
+
+Settings come from the environment exactly as for `parley serve`; the app is built and
+served by `chat.root.serve` (Hypercorn on uvloop) given the benchmark's provider.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+from hypercorn.config import Config as HypercornConfig
+from stream_helpers import PacedProvider
+
+from chat.root import serve
+from chat.settings import SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bind", required=True, help="host:port")
+    parser.add_argument("--config", default=str(ROOT / "hypercorn.toml"))
+    parser.add_argument("--tokens", type=int, default=200, help="tokens per reply")
+    parser.add_argument("--rate", type=float, default=20.0, help="tokens per second")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    provider = PacedProvider(tokens=args.tokens, rate=args.rate)
+    config = HypercornConfig.from_toml(args.config)
+    config.bind = [args.bind]
+    # `serve`'s `provider` replaces the configured one; everything else is as in `parley serve`.
+    anyio.run(serve, settings, config, provider, backend_options={"use_uvloop": True})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
