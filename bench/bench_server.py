@@ -9,7 +9,6 @@ served by `chat.root.serve` (Hypercorn on uvloop) given the benchmark's provider
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +17,8 @@ import anyio
 from hypercorn.config import Config as HypercornConfig
 from stream_helpers import PacedProvider
 
+from chat.cli import start
 from chat.root import serve
-from chat.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,14 +34,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        settings = load_settings()
-    except SettingsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    settings = start()
     provider = PacedProvider(tokens=args.tokens, rate=args.rate)
     config = HypercornConfig.from_toml(args.config)
     config.bind = [args.bind]

@@ -86,6 +86,19 @@ def serve(settings: Settings, bind: list[str] | None, config_path: str) -> None:
     anyio.run(serve_app, settings, config, backend_options={"use_uvloop": True})
 
 
+def start() -> Settings:
+    """Settings from the environment and logging set up; exit 2 with a one-line error."""
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="parley", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,14 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p_user.add_argument("--display-name")
     p_user.add_argument("--demo", action="store_true", help="the demo user, random password")
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except SettingsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    settings = start()
     if args.command == "serve":
         serve(settings, args.bind, args.config)
     elif args.command == "migrate":
