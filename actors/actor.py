@@ -44,7 +44,6 @@ class ActorConfig:
     mailbox_size: int = 64
     history_messages: int = 50
     reply_timeout_s: float = 300.0
-    shutdown_grace_s: float = 10.0
     # A conversation whose actor crashes more often than this is refused for a while.
     max_restarts: int = 5
     restart_window_s: float = 60.0

@@ -76,17 +76,9 @@ class Event:
         return cls(conversation_id, user_id, type, epoch, seq, data, at, message_id, sse)
 
     @property
-    def position(self) -> Position:
-        return Position(self.epoch, self.seq)
-
-    @property
     def size(self) -> int:
         """Bytes it keeps alive, counted against the hub's retention budget."""
         return len(self.data) + len(self.sse)
-
-    @property
-    def text(self) -> str:
-        return self.data.decode()
 
 
 def reset_frame(conversation_id: uuid.UUID, reason: str) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import anyio
 from anyio.abc import TaskGroup
@@ -30,11 +30,6 @@ log = logging.getLogger(__name__)
 class _Entry:
     actor: ConversationActor
     inbox: MemoryObjectSendStream[Command]
-
-
-@dataclass
-class _Crashes:
-    times: deque[float] = field(default_factory=deque)
 
 
 class Registry:
@@ -60,7 +55,8 @@ class Registry:
         self._all_stopped = anyio.Event()
         self._all_stopped.set()
         self._closing = False
-        self._crashes: dict[uuid.UUID, _Crashes] = {}
+        # When each conversation's actor last crashed, within the restart window.
+        self._crashes: dict[uuid.UUID, deque[float]] = {}
 
     @property
     def live(self) -> int:
@@ -194,11 +190,11 @@ class Registry:
         if crashes is None:
             return
         now = anyio.current_time()
-        while crashes.times and now - crashes.times[0] > self.config.restart_window_s:
-            crashes.times.popleft()
-        if not crashes.times:
+        while crashes and now - crashes[0] > self.config.restart_window_s:
+            crashes.popleft()
+        if not crashes:
             del self._crashes[conversation_id]
-        elif len(crashes.times) >= self.config.max_restarts:
+        elif len(crashes) >= self.config.max_restarts:
             raise ActorUnavailable("this conversation keeps failing; try again later")
 
     async def _supervise(self, entry: _Entry, inbox: MemoryObjectReceiveStream[Command]) -> None:
@@ -208,7 +204,7 @@ class Registry:
             await actor.run(inbox)
         except Exception as error:
             log.exception("actor of conversation %s crashed", actor.id)
-            self._crashes.setdefault(actor.id, _Crashes()).times.append(anyio.current_time())
+            self._crashes.setdefault(actor.id, deque()).append(anyio.current_time())
             if actor.current is not None:
                 actor.current.fail(ActorCrashed("the assistant failed; please try again"))
             self._retire(entry)

@@ -74,7 +74,6 @@ def actor_config(settings: Settings) -> ActorConfig:
         mailbox_size=settings.actor_mailbox_size,
         history_messages=settings.actor_history_messages,
         reply_timeout_s=settings.reply_timeout_s,
-        shutdown_grace_s=settings.shutdown_grace_s,
     )
 
 
