@@ -37,6 +37,10 @@ def unauthenticated(detail: str = "Not authenticated") -> APIError:
     return APIError(401, "not_authenticated", detail)
 
 
+def inactive() -> APIError:
+    return APIError(403, "inactive_user", "This account is inactive")
+
+
 class Passwords:
     """argon2id hashing, run in a worker thread: it is deliberately slow."""
 
@@ -168,7 +172,7 @@ async def authenticate(db: Database, tokens: Tokens, cache: UserCache, token: st
     if user is None:
         raise unauthenticated("Invalid or expired token")
     if not user.is_active:
-        raise APIError(403, "inactive_user", "This account is inactive")
+        raise inactive()
     return user
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Blueprint
 from quart_schema import document_response, security_scheme, validate_request
 
-from chat.auth import current_user, require_user, unauthenticated
+from chat.auth import current_user, inactive, require_user, unauthenticated
 from chat.errors import APIError
 from chat.schemas import Error, LoginData, Token, UserData, UserResponse
 from chat.services import services
@@ -54,7 +54,7 @@ async def post_login(data: LoginData) -> JSONDict:
     if user is None or not ok:
         raise unauthenticated("Incorrect email or password")
     if not user.is_active:
-        raise APIError(403, "inactive_user", "This account is inactive")
+        raise inactive()
     token = found.tokens.issue(user.id)
     return {"access_token": token, "token_type": "bearer", "expires_in": int(found.tokens.ttl_s)}
 
