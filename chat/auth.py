@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cached_property, wraps
@@ -17,6 +16,7 @@ from typing import ParamSpec, TypeVar
 import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cachetools import TTLCache
 from databases import Database
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -130,45 +130,25 @@ def bearer_token(header: str | None) -> str:
     return token.strip()
 
 
-class UserCache:
-    """Users looked up by token, kept for a few seconds.
-
-    Every authenticated request needs its user (to refuse inactive ones); at hundreds of
-    requests a second the same few users are read again and again. A deactivation takes
-    effect within `ttl_s` (`AUTH_CACHE_S`; 0 turns the cache off).
-    """
-
-    def __init__(self, ttl_s: float, size: int = 10_000) -> None:
-        self.ttl_s = ttl_s
-        self._size = size
-        self._users: OrderedDict[uuid.UUID, tuple[float, User]] = OrderedDict()
-
-    def get(self, user_id: uuid.UUID) -> User | None:
-        found = self._users.get(user_id)
-        if found is None:
-            return None
-        if time.monotonic() - found[0] > self.ttl_s:
-            del self._users[user_id]
-            return None
-        return found[1]
-
-    def put(self, user: User) -> None:
-        if self.ttl_s <= 0:
-            return
-        self._users[user.id] = (time.monotonic(), user)
-        self._users.move_to_end(user.id)
-        if len(self._users) > self._size:
-            self._users.popitem(last=False)
+# Users looked up by token, kept for `AUTH_CACHE_S`: every authenticated request needs its
+# user (to refuse inactive ones), and the same few users are read again and again. A
+# deactivation takes effect within that time; `None` (AUTH_CACHE_S=0) turns it off.
+UserCache = TTLCache[uuid.UUID, User]
+USER_CACHE_SIZE = 10_000
 
 
-async def authenticate(db: Database, tokens: Tokens, cache: UserCache, token: str) -> User:
+def user_cache(ttl_s: float) -> UserCache | None:
+    return TTLCache(maxsize=USER_CACHE_SIZE, ttl=ttl_s) if ttl_s > 0 else None
+
+
+async def authenticate(db: Database, tokens: Tokens, cache: UserCache | None, token: str) -> User:
     """The active user a token speaks for: 401 for a bad token or user, 403 if inactive."""
     user_id = tokens.verify(token)
-    user = cache.get(user_id)
+    user = None if cache is None else cache.get(user_id)
     if user is None:
         user = await select_user(db, user_id)
-        if user is not None:
-            cache.put(user)
+        if user is not None and cache is not None:
+            cache[user_id] = user
     if user is None:
         raise unauthenticated("Invalid or expired token")
     if not user.is_active:

@@ -24,7 +24,7 @@ from actors.registry import Registry
 from actors.store import DatabaseStore
 from chat.app import create_app
 from chat.assistant.providers import open_provider
-from chat.auth import Passwords, Tokens, UserCache
+from chat.auth import Passwords, Tokens, user_cache
 from chat.services import Services
 from chat.settings import Settings
 from storage.conversations import purge_deleted_conversations
@@ -117,7 +117,7 @@ async def running_services(
                 db=db,
                 tokens=Tokens.from_settings(settings),
                 passwords=Passwords.from_settings(settings),
-                users=UserCache(settings.auth_cache_s),
+                users=user_cache(settings.auth_cache_s),
                 hub=hub,
                 registry=registry,
             )

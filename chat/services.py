@@ -24,7 +24,7 @@ class Services:
     db: Database
     tokens: Tokens
     passwords: Passwords
-    users: UserCache
+    users: UserCache | None
     hub: Hub
     registry: Registry
 
