@@ -182,12 +182,14 @@ class ConversationActor:
             self._publish("message", {"message": message_json(message)})
         draft = _Draft(uuid.uuid4(), [], {})
         command.accepted.set(Accepted(message, draft.id, duplicate=not new))
-        reply = await self._reply(message, draft)
+        reply = await self._reply(message, draft, paced=command.paced)
         command.finished.set(reply)
 
-    async def _reply(self, question: Message, draft: _Draft) -> Message:
+    async def _reply(self, question: Message, draft: _Draft, *, paced: bool) -> Message:
         """Stream the provider's answer, publish it, and store it whatever happens."""
-        request = ReplyRequest(self.id, self.conversation.user_id, tuple(self._history))
+        request = ReplyRequest(
+            self.id, self.conversation.user_id, tuple(self._history), paced=paced
+        )
         status, error, code = "complete", "", ""
         crash: Exception | None = None
         scope = self._reply_scope = anyio.CancelScope()

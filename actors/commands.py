@@ -60,6 +60,8 @@ class PostMessage:
     user_id: uuid.UUID
     content: str
     idempotency_key: str | None = None
+    # False for a synchronous POST: see `ReplyRequest.paced`.
+    paced: bool = True
     accepted: Outcome[Accepted] = field(default_factory=Outcome)
     finished: Outcome[Message] = field(default_factory=Outcome)
 

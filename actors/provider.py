@@ -24,6 +24,9 @@ class ReplyRequest:
     conversation_id: uuid.UUID
     user_id: uuid.UUID
     history: tuple[Turn, ...]
+    # False when nobody watches the reply arrive (a synchronous POST): a provider that paces
+    # its output for readers (the local one) then answers at full speed.
+    paced: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,9 +68,11 @@ class Registry:
         conversation_id: uuid.UUID,
         content: str,
         idempotency_key: str | None = None,
+        *,
+        paced: bool = True,
     ) -> PostMessage:
         """Hand a message to the conversation's actor; wait on the command's outcomes."""
-        command = PostMessage(user_id, content, idempotency_key)
+        command = PostMessage(user_id, content, idempotency_key, paced)
         for _ in range(2):
             entry = await self._entry(user_id, conversation_id)
             try:

@@ -33,7 +33,7 @@ def migrate(settings: Settings) -> None:
 
 
 async def _create_user(settings: Settings, email: str, password: str, name: str | None) -> bool:
-    from chat.auth import Passwords
+    from chat.credentials import Passwords
     from storage.database import create_database
     from storage.errors import Conflict
     from storage.users import insert_user

@@ -24,7 +24,7 @@ from actors.registry import Registry
 from actors.store import DatabaseStore
 from chat.app import create_app
 from chat.assistant.providers import open_provider
-from chat.auth import Passwords, Tokens, user_cache
+from chat.credentials import Passwords, Tokens, user_cache
 from chat.services import Services
 from chat.settings import Settings
 from storage.conversations import purge_deleted_conversations

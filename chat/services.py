@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from actors.hub import Hub
     from actors.registry import Registry
-    from chat.auth import Passwords, Tokens, UserCache
+    from chat.credentials import Passwords, Tokens, UserCache
     from chat.settings import Settings
 
 EXTENSION = "parley"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from quart import Blueprint
 from quart_schema import document_response, security_scheme, validate_request
 
-from chat.auth import current_user, inactive, require_user, unauthenticated
+from chat.auth import current_user, require_user
+from chat.credentials import inactive, unauthenticated
 from chat.errors import APIError
 from chat.schemas import Error, LoginData, Token, UserData, UserResponse
 from chat.services import services
