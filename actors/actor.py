@@ -124,7 +124,9 @@ class ConversationActor:
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Load the history, then handle commands until idle or the mailbox is closed."""
-        recent = await self._store.load_history(self.id, self._config.history_messages)
+        recent = await self._store.load_history(
+            self.conversation.user_id, self.id, self._config.history_messages
+        )
         self._history = [Turn(m.role, m.content) for m in recent]
         task_status.started()
         # The mailbox is the supervisor's to close: after a crash it hands what is still
@@ -168,7 +170,7 @@ class ConversationActor:
             idempotency_key=command.idempotency_key,
         )
         if not new:
-            reply = await self._store.reply_after(self.id, message.seq)
+            reply = await self._store.reply_after(self.conversation.user_id, self.id, message.seq)
             if reply is not None:
                 command.accepted.set(Accepted(message, reply.id, duplicate=True))
                 command.finished.set(reply)

@@ -16,17 +16,24 @@ from storage.rows import Conversation, Message
 
 
 class Store(Protocol):
+    """Every read and write is on behalf of the conversation's owner: a conversation that is
+    deleted or another user's has no messages to give."""
+
     async def load_conversation(
         self, user_id: uuid.UUID, conversation_id: uuid.UUID
     ) -> Conversation | None: ...
 
-    async def load_history(self, conversation_id: uuid.UUID, limit: int) -> list[Message]: ...
+    async def load_history(
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID, limit: int
+    ) -> list[Message]: ...
 
     async def insert_message(
         self, *, user_id: uuid.UUID, conversation_id: uuid.UUID, **fields: Any
     ) -> tuple[Message, bool]: ...
 
-    async def reply_after(self, conversation_id: uuid.UUID, seq: int) -> Message | None: ...
+    async def reply_after(
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID, seq: int
+    ) -> Message | None: ...
 
     async def auto_title(
         self, user_id: uuid.UUID, conversation_id: uuid.UUID, title: str
@@ -44,8 +51,10 @@ class DatabaseStore:
     ) -> Conversation | None:
         return await conversations.select_conversation(self.db, user_id, conversation_id)
 
-    async def load_history(self, conversation_id: uuid.UUID, limit: int) -> list[Message]:
-        return await messages.select_recent_messages(self.db, conversation_id, limit=limit)
+    async def load_history(
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID, limit: int
+    ) -> list[Message]:
+        return await messages.select_recent_messages(self.db, user_id, conversation_id, limit=limit)
 
     async def insert_message(
         self, *, user_id: uuid.UUID, conversation_id: uuid.UUID, **fields: Any
@@ -54,8 +63,10 @@ class DatabaseStore:
             self.db, user_id=user_id, conversation_id=conversation_id, **fields
         )
 
-    async def reply_after(self, conversation_id: uuid.UUID, seq: int) -> Message | None:
-        return await messages.select_reply(self.db, conversation_id, seq)
+    async def reply_after(
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID, seq: int
+    ) -> Message | None:
+        return await messages.select_reply(self.db, user_id, conversation_id, seq)
 
     async def auto_title(
         self, user_id: uuid.UUID, conversation_id: uuid.UUID, title: str

@@ -35,4 +35,7 @@ def message_json(message: Message) -> JSONDict:
         "confidence_score": message.confidence_score,
         "entity_references": message.entity_references,
         "entity_links": message.entity_links,
+        "error": None
+        if message.error_code is None
+        else {"code": message.error_code, "detail": message.error_detail},
     }

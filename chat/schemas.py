@@ -113,6 +113,14 @@ class EntityLink(BaseModel):
     url: str
 
 
+class MessageError(BaseModel):
+    """Why a reply failed: a stable `code` (for example `upstream_truncated`) and a readable
+    `detail`."""
+
+    code: str
+    detail: str | None
+
+
 class MessageResponse(BaseModel):
     id: UUID
     role: Literal["user", "assistant"]
@@ -123,6 +131,7 @@ class MessageResponse(BaseModel):
     confidence_score: float | None = Field(ge=0, le=1)
     entity_references: list[EntityReference]
     entity_links: list[EntityLink]
+    error: MessageError | None = Field(description="Why the reply failed (`status` `failed`).")
 
 
 class Messages(BaseModel):
@@ -135,6 +144,8 @@ class Messages(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = {}
+    # /readyz only: which assistant answers (`provider`, and `model` for an OpenAI one).
+    assistant: dict[str, str] | None = None
 
 
 class CancelResult(BaseModel):

@@ -6,6 +6,10 @@ processing record; on the routes every request takes, that was most of our time 
 returns the driver's rows as plain mappings, which `storage.rows` normalises as it does for
 `databases` rows. Connections still come from the one `databases.Database`, so pooling,
 transactions and the per-task connection are unchanged.
+
+It reads private parts of SQLAlchemy's compiler (`_bind_processors`, `positiontup`), so
+SQLAlchemy is pinned to one minor version (pyproject.toml); tests/test_compiled.py checks the
+pin and compares every statement's rows with the same query run through `databases`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+
+from storage.errors import UnsupportedDialect
 
 Row = Mapping[str, Any]
 
@@ -56,7 +62,13 @@ class Statement:
     def _form(self, dialect_name: str) -> _Form:
         form = self._forms.get(dialect_name)
         if form is None:
-            compiled = self._statement.compile(dialect=_DIALECTS[dialect_name])
+            dialect = _DIALECTS.get(dialect_name)
+            if dialect is None:
+                raise UnsupportedDialect(
+                    f"no compiled statements for {dialect_name!r}; "
+                    f"supported: {', '.join(sorted(_DIALECTS))}"
+                )
+            compiled = self._statement.compile(dialect=dialect)
             assert isinstance(compiled, SQLCompiler)
             names = tuple(compiled.positiontup or ())
             defaults = {
@@ -69,6 +81,15 @@ class Statement:
             form = _Form(compiled.string, names, processors, defaults)
             self._forms[dialect_name] = form
         return form
+
+    @property
+    def statement(self) -> ClauseElement:
+        """The SQLAlchemy statement this was built from."""
+        return self._statement
+
+    def sql(self, dialect_name: str) -> str:
+        """The SQL sent for a backend; `UnsupportedDialect` for one we do not compile for."""
+        return self._form(dialect_name).sql
 
     async def fetch_all(self, db: Database, **values: Any) -> Sequence[Row]:
         dialect_name = db.url.dialect

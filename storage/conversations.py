@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from databases import Database
 
 from storage.compiled import Statement
+from storage.errors import NotFound, integrity_errors
 from storage.rows import Conversation, now, utc
 from storage.tables import conversations, users
 
@@ -50,6 +51,9 @@ _insert_counted = Statement(
         ).select_from(_bump),
     )
     .add_cte(_bump)
+    # Without a user row the CTE is empty and the INSERT writes nothing and raises nothing:
+    # the returned id is how a missing user is told apart from success.
+    .returning(conversations.c.id)
 )
 _total = (
     sa.select(users.c.total_conversations)
@@ -80,6 +84,7 @@ async def insert_conversation(
     title_set_by_user: bool,
     retention_days: int,
 ) -> Conversation:
+    """Store a new conversation and count it; `NotFound` if the user does not exist."""
     conversation = Conversation.new(
         user_id=user_id,
         title=title,
@@ -87,12 +92,14 @@ async def insert_conversation(
         retention_days=retention_days,
     )
     values = {f: getattr(conversation, f) for f in Conversation.__slots__}
-    if db.url.dialect == "postgresql":
-        await _insert_counted.execute(db, **values)
-        return conversation
-    async with db.transaction():
-        await _insert_conversation.execute(db, **values)
-        await _count_change.execute(db, user_id=user_id, change=1)
+    with integrity_errors(conflict="conversation id", missing="user"):
+        if db.url.dialect == "postgresql":
+            if await _insert_counted.fetch_value(db, **values) is None:
+                raise NotFound("user")
+            return conversation
+        async with db.transaction():
+            await _insert_conversation.execute(db, **values)
+            await _count_change.execute(db, user_id=user_id, change=1)
     return conversation
 
 

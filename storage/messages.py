@@ -16,10 +16,9 @@ import sqlalchemy as sa
 from databases import Database
 
 from storage.compiled import Statement
-from storage.errors import NotFound
+from storage.errors import Conflict, NotFound, integrity_errors
 from storage.rows import Message, now
 from storage.tables import conversations, messages
-from storage.users import UNIQUE_VIOLATIONS
 
 _bump_statement = (
     sa.update(conversations)
@@ -77,16 +76,20 @@ async def insert_message(
     completion_tokens: int | None = None,
     idempotency_key: str | None = None,
     tokens_used: int = 0,
+    error_code: str | None = None,
+    error_detail: str | None = None,
 ) -> tuple[Message, bool]:
     """Store a message; returns it and whether it is new.
 
-    `tokens_used` is added to the conversation's `total_tokens_used` in the same write.
+    `tokens_used` is added to the conversation's `total_tokens_used` in the same write. A
+    failed reply keeps why in `error_code` and `error_detail`.
 
     With an `idempotency_key` already used in this conversation the first message is returned
-    and nothing is written. `NotFound` if the conversation is not the user's live one.
+    and nothing is written. `NotFound` if the conversation is not the user's live one, also
+    for a retried key: a deleted conversation's old answers are not given out again.
     """
     if idempotency_key is not None:
-        existing = await select_message_by_key(db, conversation_id, idempotency_key)
+        existing = await select_message_by_key(db, user_id, conversation_id, idempotency_key)
         if existing is not None:
             return existing, False
     message = Message(
@@ -104,21 +107,24 @@ async def insert_message(
         completion_tokens=completion_tokens,
         idempotency_key=idempotency_key,
         created_at=now(),
+        error_code=error_code,
+        error_detail=error_detail,
     )
     values = asdict(message) | {"user_id": user_id, "tokens_used": tokens_used}
     try:
-        if db.url.dialect == "postgresql":
-            seq = await _insert_counted.fetch_value(db, **values)
-        else:
-            async with db.transaction():
-                seq = await _bump.fetch_value(db, **values)
-                if seq is not None:
-                    await _insert.execute(db, **values | {"seq": seq})
-    except UNIQUE_VIOLATIONS:
+        with integrity_errors(conflict="idempotency key", missing="conversation"):
+            if db.url.dialect == "postgresql":
+                seq = await _insert_counted.fetch_value(db, **values)
+            else:
+                async with db.transaction():
+                    seq = await _bump.fetch_value(db, **values)
+                    if seq is not None:
+                        await _insert.execute(db, **values | {"seq": seq})
+    except Conflict:
         # A concurrent retry with the same key won the race; its message is the answer.
         if idempotency_key is None:
             raise
-        existing = await select_message_by_key(db, conversation_id, idempotency_key)
+        existing = await select_message_by_key(db, user_id, conversation_id, idempotency_key)
         if existing is None:
             raise
         return existing, False
@@ -127,27 +133,38 @@ async def insert_message(
     return replace(message, seq=seq), True
 
 
+def _owned_messages(user_id: uuid.UUID, conversation_id: uuid.UUID) -> sa.Select[Any]:
+    """The messages of a conversation, if it is the user's live one; none otherwise."""
+    return (
+        messages.select()
+        .select_from(messages.join(conversations, messages.c.conversation_id == conversations.c.id))
+        .where(
+            conversations.c.id == conversation_id,
+            conversations.c.user_id == user_id,
+            conversations.c.deleted_at.is_(None),
+        )
+    )
+
+
 async def select_message_by_key(
-    db: Database, conversation_id: uuid.UUID, idempotency_key: str
+    db: Database, user_id: uuid.UUID, conversation_id: uuid.UUID, idempotency_key: str
 ) -> Message | None:
+    """The message first stored with `idempotency_key` in the user's live conversation."""
     row = await db.fetch_one(
-        messages.select().where(
-            messages.c.conversation_id == conversation_id,
-            messages.c.idempotency_key == idempotency_key,
+        _owned_messages(user_id, conversation_id).where(
+            messages.c.idempotency_key == idempotency_key
         )
     )
     return None if row is None else Message.from_row(row)
 
 
-async def select_reply(db: Database, conversation_id: uuid.UUID, after_seq: int) -> Message | None:
+async def select_reply(
+    db: Database, user_id: uuid.UUID, conversation_id: uuid.UUID, after_seq: int
+) -> Message | None:
     """The assistant's answer to the message numbered `after_seq`, once it is stored."""
     row = await db.fetch_one(
-        messages.select()
-        .where(
-            messages.c.conversation_id == conversation_id,
-            messages.c.seq > after_seq,
-            messages.c.role == "assistant",
-        )
+        _owned_messages(user_id, conversation_id)
+        .where(messages.c.seq > after_seq, messages.c.role == "assistant")
         .order_by(messages.c.seq)
         .limit(1)
     )
@@ -194,13 +211,10 @@ async def select_messages(
 
 
 async def select_recent_messages(
-    db: Database, conversation_id: uuid.UUID, *, limit: int
+    db: Database, user_id: uuid.UUID, conversation_id: uuid.UUID, *, limit: int
 ) -> list[Message]:
     """The last `limit` messages, oldest first: an actor's working history."""
     rows = await db.fetch_all(
-        messages.select()
-        .where(messages.c.conversation_id == conversation_id)
-        .order_by(messages.c.seq.desc())
-        .limit(limit)
+        _owned_messages(user_id, conversation_id).order_by(messages.c.seq.desc()).limit(limit)
     )
     return [Message.from_row(row) for row in reversed(rows)]

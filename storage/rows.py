@@ -128,6 +128,9 @@ class Message:
     completion_tokens: int | None
     idempotency_key: str | None
     created_at: datetime
+    # Why a failed reply failed; `None` for every other message.
+    error_code: str | None = None
+    error_detail: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Message:
@@ -146,4 +149,6 @@ class Message:
             completion_tokens=row["completion_tokens"],
             idempotency_key=row["idempotency_key"],
             created_at=utc(row["created_at"]),
+            error_code=row["error_code"],
+            error_detail=row["error_detail"],
         )

@@ -85,6 +85,9 @@ messages = sa.Table(
     sa.Column("completion_tokens", sa.Integer, nullable=True),
     sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),
+    # Why a reply failed (revision 0002): a short machine code and the human-readable detail.
+    sa.Column("error_code", sa.String(64), nullable=True),
+    sa.Column("error_detail", sa.Text, nullable=True),
     sa.UniqueConstraint("conversation_id", "seq"),
     sa.UniqueConstraint("conversation_id", "idempotency_key"),
     sa.CheckConstraint("role IN ('user', 'assistant')", name="role"),

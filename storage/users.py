@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 
-import asyncpg
 import sqlalchemy as sa
 from databases import Database
 
 from storage.compiled import Statement
-from storage.errors import Conflict
+from storage.errors import integrity_errors
 from storage.rows import User, now
 from storage.tables import users
-
-UNIQUE_VIOLATIONS = (sqlite3.IntegrityError, asyncpg.UniqueViolationError)
 
 
 async def insert_user(
@@ -30,10 +26,8 @@ async def insert_user(
         created_at=now(),
     )
     values = {f: getattr(user, f) for f in User.__slots__} | {"total_conversations": 0}
-    try:
+    with integrity_errors(conflict="email already registered", missing="user"):
         await db.execute(users.insert().values(**values))
-    except UNIQUE_VIOLATIONS as error:
-        raise Conflict("email already registered") from error
     return user
 
 
@@ -53,3 +47,10 @@ async def select_user_by_email(db: Database, email: str) -> User | None:
 
 async def update_user_active(db: Database, user_id: uuid.UUID, *, is_active: bool) -> None:
     await db.execute(sa.update(users).where(users.c.id == user_id).values(is_active=is_active))
+
+
+async def update_user_password(db: Database, user_id: uuid.UUID, *, password_hash: str) -> None:
+    """Replace a user's password hash (`parley user set-password`)."""
+    await db.execute(
+        sa.update(users).where(users.c.id == user_id).values(password_hash=password_hash)
+    )

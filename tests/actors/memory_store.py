@@ -34,8 +34,11 @@ class MemoryStore:
             return None
         return found
 
-    async def load_history(self, conversation_id: uuid.UUID, limit: int) -> list[Message]:
-        await anyio.lowlevel.checkpoint()
+    async def load_history(
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID, limit: int
+    ) -> list[Message]:
+        if await self.load_conversation(user_id, conversation_id) is None:
+            return []
         return self.messages[conversation_id][-limit:]
 
     async def insert_message(
@@ -66,6 +69,8 @@ class MemoryStore:
             completion_tokens=fields.get("completion_tokens"),
             idempotency_key=key,
             created_at=now(),
+            error_code=fields.get("error_code"),
+            error_detail=fields.get("error_detail"),
         )
         stored.append(message)
         self.conversations[conversation_id] = replace(
@@ -76,8 +81,11 @@ class MemoryStore:
         )
         return message, True
 
-    async def reply_after(self, conversation_id: uuid.UUID, seq: int) -> Message | None:
-        await anyio.lowlevel.checkpoint()
+    async def reply_after(
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID, seq: int
+    ) -> Message | None:
+        if await self.load_conversation(user_id, conversation_id) is None:
+            return None
         return next(
             (m for m in self.messages[conversation_id] if m.seq > seq and m.role == "assistant"),
             None,
