@@ -64,6 +64,9 @@ class Settings(BaseModel):
     openai_api_key: str = ""
     openai_model: str = "gpt-4o-mini"
     openai_timeout_s: float = Field(60 * SECONDS, gt=0)
+    # Silence allowed between streamed chunks once the reply started (the timeout covers the
+    # wait for the first one).
+    openai_stall_s: float = Field(20 * SECONDS, gt=0)
     openai_max_retries: int = Field(2, ge=0, le=10)
     # Actors and their events.
     actor_idle_s: float = Field(5 * MINUTES, gt=0)

@@ -1,12 +1,16 @@
-"""Any OpenAI-compatible chat-completions endpoint, streamed, with usage, timeout and retries."""
+"""Any OpenAI-compatible chat-completions endpoint, streamed, with usage, timeouts and retries."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator
 from typing import Any
+from urllib.parse import urlsplit
 
+import anyio
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionChunk
 
 from actors.provider import ProviderError, ReplyInfo, ReplyPart, ReplyRequest, TextDelta
 
@@ -14,41 +18,95 @@ SYSTEM_PROMPT = (
     "You are Parley, a friendly and concise customer-support assistant. Answer the customer's "
     "question clearly. If you cannot help, offer to open a support ticket."
 )
+# The upstream's own words are kept to this many characters in an error message.
+MAX_UPSTREAM_TEXT = 200
+# Keys and tokens that an upstream may echo back in its error text.
+_SECRET_PATTERNS = (
+    (re.compile(r"\bsk-[\w*.\-]+"), "sk-***"),
+    (re.compile(r"\bBearer\s+\S+", re.IGNORECASE), "Bearer ***"),
+)
+# A configured key shorter than this is not searched for (it would blank ordinary words).
+_MIN_KEY_TO_REDACT = 6
 
 
-def _error(error: openai.APIError) -> ProviderError:
-    """The model's failure as a readable error for the reply and its `error` event.
+def host_of(base_url: str) -> str:
+    """`scheme://host[:port]` of a URL: no credentials, path or query, safe to log and show."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or base_url
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}" if parts.scheme else f"{host}{port}"
 
-    The client wraps transport failures too (a cut stream is an `APIConnectionError`, a read
-    past the timeout an `APITimeoutError`), so `openai.APIError` covers every model failure.
-    """
-    if isinstance(error, openai.RateLimitError):
-        return ProviderError("the model is rate limited, please try again shortly", "rate_limited")
-    if isinstance(error, openai.APITimeoutError):
-        return ProviderError("the model did not answer in time", "timeout")
-    if isinstance(error, openai.APIStatusError):
-        return ProviderError(f"the model answered with HTTP {error.status_code}", "upstream_error")
-    if isinstance(error, openai.APIConnectionError):
-        return ProviderError("the connection to the model was lost", "upstream_unreachable")
-    # An `error` object sent in the middle of the stream.
-    return ProviderError(f"the model reported an error: {error.message}", "upstream_error")
+
+def redact(text: str, api_key: str = "") -> str:
+    """`text` on one line, bounded, with API keys and bearer tokens (and `api_key`) masked."""
+    if len(api_key) >= _MIN_KEY_TO_REDACT:
+        text = text.replace(api_key, "***")
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    text = " ".join(text.split())
+    if len(text) > MAX_UPSTREAM_TEXT:
+        text = text[: MAX_UPSTREAM_TEXT - 1].rstrip() + "…"
+    return text
+
+
+def _upstream_text(error: openai.APIError) -> str:
+    """What the upstream itself said: the `message` of its error body, if it sent one."""
+    body = error.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])
+    if isinstance(body, str):
+        return body
+    return "" if isinstance(error, openai.APIStatusError) else error.message
+
+
+def _is_connect_failure(error: BaseException) -> bool:
+    """Whether a socket-level error (refused, unreachable, unknown host) is behind `error`."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class OpenAIProvider:
-    """Implements `actors.provider.Provider` with the official `openai` client."""
+    """Implements `actors.provider.Provider` with the official `openai` client.
+
+    A reply is complete only when the model says so with a `finish_reason`: the client raises
+    nothing when a stream just ends (a proxy cut it), so that is `upstream_truncated`.
+    `timeout_s` bounds each wait for the model until its first chunk; after that `stall_s`
+    bounds the silence between chunks (`upstream_stalled`).
+    """
 
     def __init__(
-        self, *, base_url: str, api_key: str, model: str, timeout_s: float, max_retries: int
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        model: str,
+        timeout_s: float,
+        max_retries: int,
+        stall_s: float = 20.0,
     ) -> None:
         self.model = model
-        # The client retries connection errors, 408/409/429 and 5xx before the stream starts;
-        # `timeout` bounds each wait for the server, including between streamed chunks.
+        self.host = host_of(base_url)
+        self.timeout_s = timeout_s
+        self.stall_s = stall_s
+        self._api_key = api_key
+        # The client retries connection errors, 408/409/429 and 5xx before the stream starts.
+        # Its read timeout is not the stall bound: that is ours, per chunk, below.
         self.client = AsyncOpenAI(
             base_url=base_url,
             api_key=api_key or "not-needed",
-            timeout=timeout_s,
+            timeout=openai.Timeout(timeout_s, read=max(timeout_s, stall_s)),
             max_retries=max_retries,
         )
+
+    def describe(self) -> dict[str, str]:
+        """What readiness reports about the provider (no key, no path of the base URL)."""
+        return {"provider": "openai", "model": self.model, "base_url": self.host}
 
     async def close(self) -> None:
         await self.client.close()
@@ -67,8 +125,17 @@ class OpenAIProvider:
                 stream_options={"include_usage": True},
                 user=str(request.user_id),
             )
+        except openai.APIError as error:
+            raise self._start_error(error) from error
+        finished = False
+        started = False
+        try:
             async with stream:
-                async for chunk in stream:
+                while True:
+                    chunk = await self._next_chunk(stream, started)
+                    if chunk is None:
+                        break
+                    started = True
                     model = chunk.model or model
                     if chunk.usage is not None:
                         yield ReplyInfo(
@@ -78,7 +145,74 @@ class OpenAIProvider:
                     for choice in chunk.choices:
                         if choice.delta.content:
                             yield TextDelta(choice.delta.content)
+                        finished = finished or choice.finish_reason is not None
         except openai.APIError as error:
-            raise _error(error) from error
+            raise self._stream_error(error, started) from error
+        if not finished:
+            raise ProviderError(
+                "the model's reply ended before it was finished", "upstream_truncated"
+            )
         if model != self.model:
             yield ReplyInfo(model=model)
+
+    async def _next_chunk(
+        self, stream: openai.AsyncStream[ChatCompletionChunk], started: bool
+    ) -> ChatCompletionChunk | None:
+        """The next chunk within its deadline, `None` at the end of the stream.
+
+        On a timeout the SDK's read is cancelled; leaving `async with stream` closes the
+        response, so a stalled connection is not left open.
+        """
+        deadline = self.stall_s if started else self.timeout_s
+        try:
+            with anyio.fail_after(deadline):
+                return await stream.__anext__()
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            if started:
+                raise ProviderError(
+                    f"the model stopped sending for more than {deadline:g} s", "upstream_stalled"
+                ) from None
+            raise ProviderError(
+                f"the model did not start answering within {deadline:g} s", "timeout"
+            ) from None
+
+    def _said(self, error: openai.APIError) -> str:
+        text = redact(_upstream_text(error), self._api_key)
+        return f": {text}" if text else ""
+
+    def _start_error(self, error: openai.APIError) -> ProviderError:
+        """A failure before the reply's first chunk (after the client's retries)."""
+        if isinstance(error, openai.RateLimitError):
+            return ProviderError(
+                f"the model is rate limited, please try again shortly{self._said(error)}",
+                "rate_limited",
+            )
+        if isinstance(error, openai.APITimeoutError):
+            return ProviderError(f"the model at {self.host} did not answer in time", "timeout")
+        if isinstance(error, openai.APIStatusError):
+            return ProviderError(
+                f"the model answered with HTTP {error.status_code}{self._said(error)}",
+                "upstream_error",
+            )
+        if isinstance(error, openai.APIConnectionError):
+            if _is_connect_failure(error):
+                message = f"could not connect to the model at {self.host}"
+            else:
+                message = f"the model at {self.host} closed the connection without answering"
+            return ProviderError(message, "upstream_unreachable")
+        return ProviderError(f"the model reported an error{self._said(error)}", "upstream_error")
+
+    def _stream_error(self, error: openai.APIError, started: bool) -> ProviderError:
+        """A failure once the response began: the actor keeps the partial text."""
+        if isinstance(error, openai.APITimeoutError):
+            if not started:
+                return ProviderError(f"the model at {self.host} did not answer in time", "timeout")
+            return ProviderError(
+                f"the model stopped sending for more than {self.stall_s:g} s", "upstream_stalled"
+            )
+        if isinstance(error, openai.APIConnectionError):
+            return ProviderError("the connection to the model was lost", "upstream_truncated")
+        # An `error` object sent in the middle of the stream.
+        return ProviderError(f"the model reported an error{self._said(error)}", "upstream_error")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from actors.provider import Provider
 from chat.assistant.knowledge import KnowledgeBase, load_articles
 from chat.assistant.local import LocalProvider
-from chat.assistant.openai_provider import OpenAIProvider
+from chat.assistant.openai_provider import OpenAIProvider, host_of
 from chat.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
@@ -21,12 +24,19 @@ async def open_provider(
         yield given
         return
     if settings.assistant_provider == "openai":
+        if not settings.openai_api_key:
+            log.warning(
+                "ASSISTANT_PROVIDER=openai without OPENAI_API_KEY: a local endpoint may need "
+                "none, but api.openai.com does (model at %s)",
+                host_of(settings.openai_base_url),
+            )
         provider = OpenAIProvider(
             base_url=settings.openai_base_url,
             api_key=settings.openai_api_key,
             model=settings.openai_model,
             timeout_s=settings.openai_timeout_s,
             max_retries=settings.openai_max_retries,
+            stall_s=settings.openai_stall_s,
         )
         try:
             yield provider
@@ -38,3 +48,12 @@ async def open_provider(
         token_delay_s=settings.assistant_token_delay_ms / 1000,
         article_url=settings.kb_article_url,
     )
+
+
+def describe_provider(provider: Provider) -> dict[str, str]:
+    """Which provider answers, for readiness: the OpenAI one adds its model and host."""
+    if isinstance(provider, OpenAIProvider):
+        return provider.describe()
+    if isinstance(provider, LocalProvider):
+        return {"provider": "local"}
+    return {"provider": type(provider).__name__}

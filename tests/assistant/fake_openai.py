@@ -5,7 +5,12 @@
 - `normal`: content chunks, then a usage chunk (`choices: []`), then `[DONE]`;
 - `error500`, `error429`: that HTTP status with an OpenAI-style JSON error body;
 - `cut`: two content chunks, then the connection is dropped mid-body;
-- `hang`: one content chunk, then nothing until the server shuts down.
+- `truncated`: two content chunks, then the body ends cleanly, without a `finish_reason` or
+  `[DONE]` (a proxy that cuts streams does this);
+- `no_done`: as `normal` but without the closing `[DONE]` (the `finish_reason` is the signal);
+- `hang`: one content chunk, then nothing until the client disconnects or the server stops;
+- `silent`: the response starts (status and headers), then no chunk at all;
+- `unauthorized`: 401 whose error message repeats the API key it received, as some servers do.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ class FakeOpenAI:
     release: anyio.Event = field(default_factory=anyio.Event)
     # Set once a hanging response has sent its first chunk.
     hanging: anyio.Event = field(default_factory=anyio.Event)
+    # Set when a hanging response ends before teardown: the client closed its connection.
+    hang_closed: anyio.Event = field(default_factory=anyio.Event)
 
     def attempts(self, model: str) -> int:
         return sum(1 for body in self.requests if body.get("model") == model)
@@ -93,7 +100,7 @@ def create_app(state: FakeOpenAI) -> Quart:
         state.headers.append(dict(request.headers))
         model = body.get("model")
 
-        if model == "normal":
+        if model in ("normal", "no_done"):
 
             async def normal() -> AsyncIterator[bytes]:
                 first = {"role": "assistant", "content": ""}
@@ -105,7 +112,8 @@ def create_app(state: FakeOpenAI) -> Quart:
                     choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}],
                 )
                 yield _chunk(SERVED_MODEL, choices=[], usage=USAGE)
-                yield b"data: [DONE]\n\n"
+                if model == "normal":
+                    yield b"data: [DONE]\n\n"
 
             return _sse(normal())
         if model == "error500":
@@ -120,6 +128,13 @@ def create_app(state: FakeOpenAI) -> Quart:
                 raise CutConnection("dropping the connection mid-stream")
 
             return _sse(cut())
+        if model == "truncated":
+
+            async def truncated() -> AsyncIterator[bytes]:
+                for piece in CUT_PIECES:
+                    yield _chunk("truncated", piece)
+
+            return _sse(truncated())
         if model == "midstream_error":
 
             async def midstream() -> AsyncIterator[bytes]:
@@ -133,9 +148,29 @@ def create_app(state: FakeOpenAI) -> Quart:
             async def hang() -> AsyncIterator[bytes]:
                 yield _chunk("hang", HANG_PIECE)
                 state.hanging.set()
-                await state.release.wait()
+                try:
+                    await state.release.wait()
+                finally:
+                    # Hypercorn cancels the body when the client disconnects.
+                    if not state.release.is_set():
+                        state.hang_closed.set()
 
             return _sse(hang())
+        if model == "silent":
+
+            async def silent() -> AsyncIterator[bytes]:
+                await state.release.wait()
+                yield b""
+
+            return _sse(silent())
+        if model == "unauthorized":
+            key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            return _error(
+                401,
+                f"Incorrect API key provided: {key}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                "invalid_request_error",
+            )
         return _error(404, f"unknown model {model!r}", "invalid_request_error")
 
     return app

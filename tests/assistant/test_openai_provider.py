@@ -7,6 +7,7 @@ end to end through the actor runtime: what is stored and which events are publis
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
@@ -24,7 +25,14 @@ from actors.hub import Hub, Subscription
 from actors.provider import ProviderError, ReplyInfo, ReplyPart, ReplyRequest, TextDelta, Turn
 from actors.registry import Registry
 from actors.store import DatabaseStore
-from chat.assistant.openai_provider import SYSTEM_PROMPT, OpenAIProvider
+from chat.assistant.openai_provider import (
+    MAX_UPSTREAM_TEXT,
+    SYSTEM_PROMPT,
+    OpenAIProvider,
+    redact,
+)
+from chat.assistant.providers import describe_provider, open_provider
+from chat.settings import Settings
 from storage.conversations import insert_conversation, select_conversation
 from storage.database import create_database
 from storage.users import insert_user
@@ -37,6 +45,7 @@ from tests.assistant.fake_openai import (
     USAGE,
     FakeOpenAI,
     fake_openai_server,
+    free_port,
 )
 
 pytestmark = pytest.mark.anyio
@@ -47,8 +56,10 @@ HISTORY = (
     Turn("assistant", "Hello! What can I do for you?"),
     Turn("user", "Where is my order?"),
 )
-# The provider's timeout for the model that hangs (the others get a generous one).
-HANG_TIMEOUT_S = 0.5
+# The provider's deadlines for the models that go quiet (the others get generous ones): `hang`
+# stalls after its first chunk, `silent` never sends one.
+STALL_S = 0.3
+SILENT_TIMEOUT_S = 0.5
 
 
 @pytest.fixture(name="server")
@@ -59,14 +70,22 @@ async def fixture_server() -> AsyncIterator[FakeOpenAI]:
 
 @asynccontextmanager
 async def openai_provider(
-    server: FakeOpenAI, model: str, *, timeout_s: float = 5.0, max_retries: int = 1
+    server: FakeOpenAI,
+    model: str,
+    *,
+    timeout_s: float = 5.0,
+    stall_s: float = 5.0,
+    max_retries: int = 1,
+    api_key: str = API_KEY,
+    base_url: str | None = None,
 ) -> AsyncIterator[OpenAIProvider]:
     provider = OpenAIProvider(
-        base_url=server.base_url,
-        api_key=API_KEY,
+        base_url=base_url or server.base_url,
+        api_key=api_key,
         model=model,
         timeout_s=timeout_s,
         max_retries=max_retries,
+        stall_s=stall_s,
     )
     try:
         yield provider
@@ -75,9 +94,11 @@ async def openai_provider(
 
 
 def provider_for(server: FakeOpenAI, model: str) -> AbstractAsyncContextManager[OpenAIProvider]:
-    """The provider for a model of the fake server: `hang` gets a short timeout, no retries."""
+    """The provider for a model of the fake server: `hang` and `silent` get short deadlines."""
     if model == "hang":
-        return openai_provider(server, model, timeout_s=HANG_TIMEOUT_S, max_retries=0)
+        return openai_provider(server, model, stall_s=STALL_S, max_retries=0)
+    if model == "silent":
+        return openai_provider(server, model, timeout_s=SILENT_TIMEOUT_S, max_retries=0)
     return openai_provider(server, model)
 
 
@@ -175,7 +196,8 @@ async def test_a_dropped_connection_fails_after_the_pieces_already_sent(
         async with openai_provider(server, "cut") as provider:
             parts, error = await run(provider, a_request())
     assert error is not None
-    assert error.code == "upstream_unreachable"
+    assert error.code == "upstream_truncated"
+    assert str(error) == "the connection to the model was lost"
     assert isinstance(error.__cause__, openai.APIConnectionError)
     assert texts(parts) == list(CUT_PIECES)
     # A broken stream is not retried: the pieces were already handed on.
@@ -194,19 +216,127 @@ async def test_an_error_in_the_middle_of_the_stream_is_an_upstream_error(
     assert texts(parts) == ["Partial "]
 
 
-async def test_a_server_that_stops_sending_times_out(server: FakeOpenAI) -> None:
-    started = anyio.current_time()
+async def test_a_stream_that_ends_without_a_finish_reason_is_truncated(
+    server: FakeOpenAI,
+) -> None:
     with anyio.fail_after(10):
-        async with provider_for(server, "hang") as provider:
+        async with openai_provider(server, "truncated") as provider:
             parts, error = await run(provider, a_request())
-    elapsed = anyio.current_time() - started
+    assert error is not None
+    assert error.code == "upstream_truncated"
+    assert str(error) == "the model's reply ended before it was finished"
+    assert texts(parts) == list(CUT_PIECES)
+    assert server.attempts("truncated") == 1
+
+
+async def test_a_finish_reason_without_done_is_a_complete_reply(server: FakeOpenAI) -> None:
+    with anyio.fail_after(10):
+        async with openai_provider(server, "no_done") as provider:
+            parts, error = await run(provider, a_request())
+    assert error is None
+    assert texts(parts) == list(NORMAL_PIECES)
+
+
+async def test_a_stream_that_stalls_ends_after_the_stall_bound_and_hangs_up(
+    server: FakeOpenAI,
+) -> None:
+    with anyio.fail_after(10):
+        # The first-chunk timeout is long: only the stall bound can end this stream early.
+        async with openai_provider(
+            server, "hang", timeout_s=30, stall_s=STALL_S, max_retries=0
+        ) as provider:
+            started = anyio.current_time()
+            parts, error = await run(provider, a_request())
+            elapsed = anyio.current_time() - started
+            # The server sees the client hang up: the stalled connection is not kept.
+            await server.hang_closed.wait()
+    assert error is not None
+    assert error.code == "upstream_stalled"
+    assert str(error) == f"the model stopped sending for more than {STALL_S:g} s"
+    assert texts(parts) == [HANG_PIECE]
+    assert server.attempts("hang") == 1
+    assert STALL_S <= elapsed < STALL_S + 2
+
+
+async def test_a_model_that_never_sends_a_chunk_times_out(server: FakeOpenAI) -> None:
+    with anyio.fail_after(10):
+        async with provider_for(server, "silent") as provider:
+            started = anyio.current_time()
+            parts, error = await run(provider, a_request())
+            elapsed = anyio.current_time() - started
     assert error is not None
     assert error.code == "timeout"
-    assert isinstance(error.__cause__, openai.APITimeoutError)
-    assert texts(parts) == [HANG_PIECE]
-    assert server.hanging.is_set()
-    assert server.attempts("hang") == 1
-    assert HANG_TIMEOUT_S <= elapsed < HANG_TIMEOUT_S + 3
+    assert str(error) == f"the model did not start answering within {SILENT_TIMEOUT_S:g} s"
+    assert texts(parts) == []
+    assert SILENT_TIMEOUT_S <= elapsed < SILENT_TIMEOUT_S + 2
+
+
+async def test_a_refused_connection_is_unreachable(server: FakeOpenAI) -> None:
+    port = free_port()
+    with anyio.fail_after(10):
+        async with openai_provider(
+            server, "normal", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0
+        ) as provider:
+            parts, error = await run(provider, a_request())
+    assert error is not None
+    assert error.code == "upstream_unreachable"
+    assert str(error) == f"could not connect to the model at http://127.0.0.1:{port}"
+    assert texts(parts) == []
+
+
+@pytest.mark.parametrize("key", ["sk-proj-AbCdEf0123456789xyz", "local-secret-0123456789"])
+async def test_the_upstream_error_text_is_kept_with_the_key_redacted(
+    server: FakeOpenAI, key: str
+) -> None:
+    with anyio.fail_after(10):
+        async with openai_provider(server, "unauthorized", api_key=key) as provider:
+            _, error = await run(provider, a_request())
+    assert error is not None
+    assert error.code == "upstream_error"
+    assert isinstance(error.__cause__, openai.AuthenticationError)
+    message = str(error)
+    assert message.startswith("the model answered with HTTP 401: Incorrect API key provided: ")
+    assert key not in message
+    assert "***" in message
+    assert "\n" not in message
+    assert len(message) <= 300
+    # Not retried: a wrong key stays wrong.
+    assert server.attempts("unauthorized") == 1
+
+
+def test_redact_masks_keys_and_tokens_and_bounds_the_text() -> None:
+    text = "bad key sk-abc123DEF456 and\nBearer eyJhbGciOi.payload.sig; mine: my-local-key-1"
+    assert redact(text, "my-local-key-1") == "bad key sk-*** and Bearer *** mine: ***"
+    assert redact("x" * 1000).endswith("…")
+    assert len(redact("x" * 1000)) <= MAX_UPSTREAM_TEXT
+
+
+async def test_openai_without_a_key_warns_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(
+        assistant_provider="openai", openai_base_url="https://user:pw@api.example.com/v1/x"
+    )
+    with caplog.at_level(logging.WARNING, logger="chat.assistant.providers"):
+        async with open_provider(settings) as provider:
+            description = describe_provider(provider)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert "OPENAI_API_KEY" in message
+    assert "local endpoint may need none" in message
+    assert "pw" not in message
+    assert description == {
+        "provider": "openai",
+        "model": settings.openai_model,
+        "base_url": "https://api.example.com",
+    }
+
+
+async def test_openai_with_a_key_starts_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(assistant_provider="openai", openai_api_key="sk-configured-key")
+    with caplog.at_level(logging.WARNING, logger="chat.assistant.providers"):
+        async with open_provider(settings):
+            pass
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 # --- End to end through the actor runtime -----------------------------------------------------
@@ -238,14 +368,21 @@ EXPECTED = {
         "failed",
         "".join(CUT_PIECES),
         ["message", "chunk", "chunk", "error", "conversation_updated"],
-        "upstream_unreachable",
+        "upstream_truncated",
         "cut",
+    ),
+    "truncated": Expected(
+        "failed",
+        "".join(CUT_PIECES),
+        ["message", "chunk", "chunk", "error", "conversation_updated"],
+        "upstream_truncated",
+        "truncated",
     ),
     "hang": Expected(
         "failed",
         HANG_PIECE,
         ["message", "chunk", "error", "conversation_updated"],
-        "timeout",
+        "upstream_stalled",
         "hang",
     ),
 }
@@ -307,8 +444,8 @@ async def test_the_actor_stores_and_publishes_the_outcome(
                 provider=provider,
                 hub=hub,
                 config=ActorConfig(),
-                task_group=tg,
             )
+            await tg.start(registry.run)
             with hub.subscribe(cid) as subscription:
                 command = await registry.post_message(
                     conversations.user_id, cid, "Where is my order?"
