@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
-from collections.abc import Callable
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors.commands import Accepted, Command, PostMessage
-from actors.errors import ConversationGone
+from actors.errors import ActorUnavailable, ConversationGone
 from actors.hub import Hub
 from actors.provider import (
     Provider,
@@ -34,7 +34,7 @@ from storage.rows import Conversation, Message
 log = logging.getLogger(__name__)
 
 TITLE_LENGTH = 60
-STORE_DEADLINE_S = 10.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ class ActorConfig:
     mailbox_size: int = 64
     history_messages: int = 50
     reply_timeout_s: float = 300.0
+    # How long one write may take once it is shielded from cancellation: the part of the
+    # shutdown budget that comes after the grace period (docs/design.md).
+    store_deadline_s: float = 3.0
     # A conversation whose actor crashes more often than this is refused for a while.
     max_restarts: int = 5
     restart_window_s: float = 60.0
@@ -64,6 +67,8 @@ class _Draft:
     id: uuid.UUID
     parts: list[str]
     info: dict[str, Any]
+    # Set once its terminal event (`complete`, `cancelled` or `error`) is published.
+    ended: bool = False
 
     def merge(self, info: ReplyInfo) -> None:
         for name in ("model", "confidence", "prompt_tokens", "completion_tokens"):
@@ -161,14 +166,31 @@ class ConversationActor:
         self._history.append(turn)
         del self._history[: -self._config.history_messages]
 
+    async def _write(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run a store write to its end even if we are being cancelled, within its deadline.
+
+        A write cut half-way can lose a reply and leave its connection broken (databases
+        #457); the deadline keeps a stuck database from holding shutdown forever
+        (`TimeoutError` then).
+        """
+        with anyio.fail_after(self._config.store_deadline_s, shield=True):
+            return await operation()
+
     async def _post(self, command: PostMessage) -> None:
-        message, new = await self._store.insert_message(
-            user_id=command.user_id,
-            conversation_id=self.id,
-            role="user",
-            content=command.content,
-            idempotency_key=command.idempotency_key,
-        )
+        try:
+            message, new = await self._write(
+                lambda: self._store.insert_message(
+                    user_id=command.user_id,
+                    conversation_id=self.id,
+                    role="user",
+                    content=command.content,
+                    idempotency_key=command.idempotency_key,
+                )
+            )
+        except TimeoutError:
+            log.warning("storing a message in conversation %s timed out", self.id)
+            command.fail(ActorUnavailable("the database did not answer in time, try again"))
+            return
         if not new:
             reply = await self._store.reply_after(self.conversation.user_id, self.id, message.seq)
             if reply is not None:
@@ -184,8 +206,18 @@ class ConversationActor:
             self._publish("message", {"message": message_json(message)})
         draft = _Draft(uuid.uuid4(), [], {})
         command.accepted.set(Accepted(message, draft.id, duplicate=not new))
-        reply = await self._reply(message, draft, paced=command.paced)
+        try:
+            reply = await self._reply(message, draft, paced=command.paced)
+        finally:
+            if not draft.ended:
+                # Whatever stopped us, the reply's watchers must learn that it ended.
+                self._end_draft(draft, "error", "the reply was lost", "internal_error")
         command.finished.set(reply)
+
+    def _end_draft(self, draft: _Draft, type: str, error: str, code: str) -> None:
+        """The terminal event of a reply that was not stored."""
+        draft.ended = True
+        self._publish(type, {"message_id": str(draft.id), "error": error, "code": code})
 
     async def _reply(self, question: Message, draft: _Draft, *, paced: bool) -> Message:
         """Stream the provider's answer, publish it, and store it whatever happens."""
@@ -203,9 +235,12 @@ class ConversationActor:
         except TimeoutError:
             status, error, code = "failed", "the reply took too long", "timeout"
         except anyio.get_cancelled_exc_class():
-            # Shutdown past its grace period: keep what was generated, then stop.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(STORE_DEADLINE_S):
-                await self._finish(question, draft, "cancelled", "shutting down", "shutdown")
+            # Shutdown past its grace period: keep what was generated, then stop. A failure
+            # to store is already told by the terminal event; the cancellation goes on.
+            with contextlib.suppress(Exception):
+                await self._finish(
+                    question, draft, "cancelled", "the service is shutting down", "shutdown"
+                )
             raise
         except Exception as failure:
             log.exception("provider crashed in conversation %s", self.id)
@@ -214,6 +249,8 @@ class ConversationActor:
             self._reply_scope = None
         if scope.cancelled_caught:
             status, error, code = "cancelled", "cancelled", "cancelled"
+        elif status == "failed" and crash is None:
+            log.warning("reply failed in conversation %s: %s: %s", self.id, code, error)
         reply = await self._finish(question, draft, status, error, code)
         if crash is not None:
             raise crash
@@ -221,7 +258,7 @@ class ConversationActor:
 
     async def _generate(self, request: ReplyRequest, draft: _Draft) -> None:
         message_id = str(draft.id)
-        async with aclosing(self._provider.stream(request)) as parts:
+        async with contextlib.aclosing(self._provider.stream(request)) as parts:
             async for part in parts:
                 if isinstance(part, TextDelta):
                     if part.text:
@@ -242,26 +279,45 @@ class ConversationActor:
     async def _finish(
         self, question: Message, draft: _Draft, status: str, error: str, code: str
     ) -> Message:
+        """Store the reply (shielded) and publish its terminal event, then the new counts.
+
+        If it cannot be stored, the terminal event says so and the error goes on: a deleted
+        conversation retires the actor, anything else is a crash (the actor restarts).
+        """
         content = "".join(draft.parts)
         info = draft.info
         tokens = (info.get("prompt_tokens") or 0) + (info.get("completion_tokens") or 0)
-        reply, _ = await self._store.insert_message(
-            user_id=self.conversation.user_id,
-            conversation_id=self.id,
-            role="assistant",
-            content=content,
-            status=status,
-            message_id=draft.id,
-            model_used=info.get("model"),
-            confidence_score=info.get("confidence"),
-            entity_references=info.get("entity_references", []),
-            entity_links=info.get("entity_links", []),
-            prompt_tokens=info.get("prompt_tokens"),
-            completion_tokens=info.get("completion_tokens"),
-            tokens_used=tokens,
-        )
+        try:
+            reply, _ = await self._write(
+                lambda: self._store.insert_message(
+                    user_id=self.conversation.user_id,
+                    conversation_id=self.id,
+                    role="assistant",
+                    content=content,
+                    status=status,
+                    message_id=draft.id,
+                    model_used=info.get("model"),
+                    confidence_score=info.get("confidence"),
+                    entity_references=info.get("entity_references", []),
+                    entity_links=info.get("entity_links", []),
+                    prompt_tokens=info.get("prompt_tokens"),
+                    completion_tokens=info.get("completion_tokens"),
+                    tokens_used=tokens,
+                    error_code=code or None,
+                    error_detail=error or None,
+                )
+            )
+        except NotFound:
+            self._end_draft(
+                draft, "cancelled", "the conversation was deleted", "conversation_deleted"
+            )
+            raise
+        except Exception:
+            self._end_draft(draft, "error", "the reply could not be stored", "store_failed")
+            raise
         if content:
             self._remember(Turn("assistant", content))
+        draft.ended = True
         payload = {"message_id": str(reply.id), "message": message_json(reply)}
         if status == "complete":
             self._publish("complete", {"message": message_json(reply)})
@@ -278,9 +334,16 @@ class ConversationActor:
     async def _title(self, question: Message) -> None:
         """Publish the new counts, and after the first reply a title made from the question."""
         if question.seq == 1 and not self.conversation.title_set_by_user:
-            titled = await self._store.auto_title(
-                self.conversation.user_id, self.id, make_title(question.content)
-            )
+            try:
+                titled = await self._write(
+                    lambda: self._store.auto_title(
+                        self.conversation.user_id, self.id, make_title(question.content)
+                    )
+                )
+            except TimeoutError:
+                # A title is a nicety: the reply is stored; the conversation keeps its old title.
+                log.warning("titling conversation %s timed out", self.id)
+                titled = None
             if titled is not None:
                 self.conversation = replace(
                     titled,

@@ -1,18 +1,21 @@
 """The registry: spawns one actor per live conversation, supervises and retires them.
 
-It owns no task group of its own: the composition root passes the one the actors live in,
-and ends it after `drain` (STYLE habit: pass the task group to the spawner).
+The actors live in a task group that `run` holds, in the task that hosts them: callers (route
+handlers) only queue a spawn, so no actor inherits a request's context variables, and every
+actor has a parent whose lifetime is the registry's. `drain` waits for the end of that task
+group itself, so no wake-up can be missed (Hypercorn waits on its nursery the same way).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.actor import ActorConfig, ConversationActor
@@ -30,10 +33,15 @@ log = logging.getLogger(__name__)
 class _Entry:
     actor: ConversationActor
     inbox: MemoryObjectSendStream[Command]
+    mailbox: MemoryObjectReceiveStream[Command]
 
 
 class Registry:
-    """Finds or starts the actor of a conversation and delivers commands to it."""
+    """Finds or starts the actor of a conversation and delivers commands to it.
+
+    Lifecycle: `run` hosts the actors until `close` (or `drain`) and every actor has ended;
+    `cancel` cuts running replies short (they store what they have, within their deadline).
+    """
 
     def __init__(
         self,
@@ -42,25 +50,73 @@ class Registry:
         provider: Provider,
         hub: Hub,
         config: ActorConfig,
-        task_group: TaskGroup,
     ) -> None:
         self.store = store
         self.hub = hub
         self.config = config
         self._provider = provider
-        self._task_group = task_group
         # Least recently used first, for the live-actor cap.
         self._live: OrderedDict[uuid.UUID, _Entry] = OrderedDict()
+        # Unbounded, so a spawn never waits: the live-actor cap bounds what can be queued.
+        self._spawns: MemoryObjectSendStream[_Entry]
+        self._spawn_queue: MemoryObjectReceiveStream[_Entry]
+        self._spawns, self._spawn_queue = anyio.create_memory_object_stream[_Entry](math.inf)
         self._running = 0
-        self._all_stopped = anyio.Event()
-        self._all_stopped.set()
+        # One event per waiter of `wait_stopped`, so none can be replaced under a waiter.
+        self._stop_waiters: list[anyio.Event] = []
+        self._scope: anyio.CancelScope | None = None
         self._closing = False
+        self.stopped = anyio.Event()
         # When each conversation's actor last crashed, within the restart window.
         self._crashes: dict[uuid.UUID, deque[float]] = {}
 
     @property
     def live(self) -> int:
         return len(self._live)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Host the actors; return once closed and every actor has ended."""
+        try:
+            async with anyio.create_task_group() as actors:
+                self._scope = actors.cancel_scope
+                task_status.started()
+                async for entry in self._spawn_queue:
+                    actors.start_soon(self._supervise, entry, name=f"actor {entry.actor.id}")
+        finally:
+            # Cancelled before they started: their callers must not wait forever.
+            for entry in self._unstarted():
+                self._fail_queued(entry, ActorUnavailable("the service is shutting down"))
+                self._stopped_one()
+            self._spawn_queue.close()
+            self.stopped.set()
+
+    def close(self) -> None:
+        """Take no new commands; every actor finishes what it has queued, then ends."""
+        self._closing = True
+        self._spawns.close()
+        for entry in list(self._live.values()):
+            self._retire(entry)
+
+    def cancel(self) -> None:
+        """Stop the actors now (past the shutdown grace): replies store what they have."""
+        self.close()
+        if self._scope is not None:
+            self._scope.cancel()
+        else:
+            self._spawn_queue.close()
+            self.stopped.set()
+
+    async def drain(self) -> None:
+        """Close, and return when every actor has finished what it was doing."""
+        self.close()
+        await self.stopped.wait()
+
+    async def wait_stopped(self) -> None:
+        """Return once no actor is running (for tests and for operators' tools)."""
+        if self._running:
+            waiter = anyio.Event()
+            self._stop_waiters.append(waiter)
+            await waiter.wait()
 
     async def post_message(
         self,
@@ -112,34 +168,28 @@ class Registry:
             entry.actor.cancel_reply()
             self._retire(entry)
 
-    async def wait_stopped(self) -> None:
-        """Return once no actor is running."""
-        await self._all_stopped.wait()
-
-    async def drain(self) -> None:
-        """Stop taking commands; return when every actor has finished what it was doing."""
-        self._closing = True
-        for entry in list(self._live.values()):
-            self._retire(entry)
-        await self._all_stopped.wait()
-
     async def _entry(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> _Entry:
         entry = self._live.get(conversation_id)
         if entry is None:
-            if self._closing:
-                raise ActorUnavailable("the service is shutting down")
+            self._refuse_if_closing()
             self._check_crashes(conversation_id)
             conversation = await self.store.load_conversation(user_id, conversation_id)
             if conversation is None:
                 raise ConversationGone()
-            # Another caller may have started it while we were loading.
+            # Shutdown may have begun, or another caller started it, while we were loading.
+            self._refuse_if_closing()
             entry = self._live.get(conversation_id) or self._spawn(conversation)
         if entry.actor.conversation.user_id != user_id:
             raise ConversationGone()
         self._live.move_to_end(conversation_id)
         return entry
 
+    def _refuse_if_closing(self) -> None:
+        if self._closing:
+            raise ActorUnavailable("the service is shutting down")
+
     def _spawn(self, conversation: Conversation) -> _Entry:
+        """Queue a new actor for the hosting task to start; its mailbox takes commands now."""
         send, receive = anyio.create_memory_object_stream[Command](self.config.mailbox_size)
         actor = ConversationActor(
             conversation,
@@ -149,13 +199,15 @@ class Registry:
             config=self.config,
             on_idle=self._on_idle,
         )
-        entry = _Entry(actor, send)
+        entry = _Entry(actor, send, receive)
+        try:
+            self._spawns.send_nowait(entry)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            send.close()
+            receive.close()
+            raise ActorUnavailable("the service is shutting down") from None
         self._live[conversation.id] = entry
         self._running += 1
-        self._all_stopped = anyio.Event()
-        self._task_group.start_soon(
-            self._supervise, entry, receive, name=f"actor {conversation.id}"
-        )
         self._evict_over_cap()
         return entry
 
@@ -199,54 +251,71 @@ class Registry:
         elif len(crashes) >= self.config.max_restarts:
             raise ActorUnavailable("this conversation keeps failing; try again later")
 
-    async def _supervise(self, entry: _Entry, inbox: MemoryObjectReceiveStream[Command]) -> None:
+    async def _supervise(self, entry: _Entry) -> None:
         """Run one actor; on a crash fail its command, and restart it for the queued ones."""
         actor = entry.actor
         try:
-            await actor.run(inbox)
+            await actor.run(entry.mailbox)
         except Exception as error:
             log.exception("actor of conversation %s crashed", actor.id)
             self._crashes.setdefault(actor.id, deque()).append(anyio.current_time())
             if actor.current is not None:
                 actor.current.fail(ActorCrashed("the assistant failed; please try again"))
             self._retire(entry)
-            self._hand_over(actor.conversation, inbox, error)
+            self._hand_over(actor.conversation, entry, error)
         finally:
             if actor.current is not None:
                 # Cancelled (shutdown past its grace): the caller must not wait forever.
                 actor.current.fail(ActorUnavailable("the service is shutting down"))
-            inbox.close()
+            self._fail_queued(entry, ActorUnavailable("the service is shutting down"))
             self._retire(entry)
-            self._running -= 1
-            if self._running == 0:
-                self._all_stopped.set()
+            self._stopped_one()
 
-    def _hand_over(
-        self,
-        conversation: Conversation,
-        inbox: MemoryObjectReceiveStream[Command],
-        error: Exception,
-    ) -> None:
-        """Give the commands queued behind a crash to a fresh actor (or fail them)."""
+    def _stopped_one(self) -> None:
+        self._running -= 1
+        if self._running == 0:
+            waiters, self._stop_waiters = self._stop_waiters, []
+            for waiter in waiters:
+                waiter.set()
+
+    def _unstarted(self) -> list[_Entry]:
+        entries = []
+        while True:
+            try:
+                entries.append(self._spawn_queue.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return entries
+
+    def _fail_queued(self, entry: _Entry, error: Exception) -> None:
+        """Fail the commands still in a mailbox whose actor will not take them."""
+        for command in self._take_queued(entry):
+            command.fail(error)
+        entry.mailbox.close()
+
+    @staticmethod
+    def _take_queued(entry: _Entry) -> list[Command]:
         queued: list[Command] = []
         while True:
             try:
-                queued.append(inbox.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream):
-                break
+                queued.append(entry.mailbox.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return queued
+
+    def _hand_over(self, conversation: Conversation, entry: _Entry, error: Exception) -> None:
+        """Give the commands queued behind a crash to a fresh actor (or fail them)."""
+        queued = self._take_queued(entry)
         if not queued:
             return
         try:
             self._check_crashes(conversation.id)
-            if self._closing:
-                raise ActorUnavailable("the service is shutting down")
+            self._refuse_if_closing()
+            successor = self._live.get(conversation.id) or self._spawn(conversation)
         except ActorUnavailable as refused:
             for command in queued:
                 command.fail(refused)
             return
-        entry = self._live.get(conversation.id) or self._spawn(conversation)
         for command in queued:
             try:
-                entry.inbox.send_nowait(command)
+                successor.inbox.send_nowait(command)
             except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
                 command.fail(ActorUnavailable("the conversation is restarting, try again"))

@@ -66,14 +66,16 @@ async def post_all(registry: Registry, user_id: uuid.UUID, ids: list[uuid.UUID])
             tg.start_soon(poster)
 
 
-async def history_bytes(store: Store, ids: list[uuid.UUID], limit: int) -> float:
+async def history_bytes(
+    store: Store, user_id: uuid.UUID, ids: list[uuid.UUID], limit: int
+) -> float:
     """tracemalloc size of an actor's Turn list, rebuilt the way the actor loads it."""
-    await store.load_history(ids[0], limit)
+    await store.load_history(user_id, ids[0], limit)
     gc.collect()
     before = tracemalloc.get_traced_memory()[0]
     kept = []
     for conversation_id in ids:
-        recent = await store.load_history(conversation_id, limit)
+        recent = await store.load_history(user_id, conversation_id, limit)
         kept.append([Turn(m.role, m.content) for m in recent])
         del recent
     gc.collect()
@@ -128,7 +130,7 @@ async def spawn_and_measure(
         found["by_file"] = by_file(snap0, tracemalloc.take_snapshot(), n)
         sample = measured[:HISTORY_SAMPLE]
         limit = registry.config.history_messages
-        found["history"] = await history_bytes(registry.store, sample, limit)
+        found["history"] = await history_bytes(registry.store, user_id, sample, limit)
     return found
 
 
@@ -147,8 +149,8 @@ async def idle_worker(spec: dict[str, Any]) -> dict[str, Any]:
                 provider=InstantProvider(),
                 hub=hub,
                 config=config,
-                task_group=tg,
             )
+            await tg.start(registry.run)
             found = await spawn_and_measure(
                 registry, hub, uuid.UUID(spec["user_id"]), ids, spec["trace"]
             )

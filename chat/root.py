@@ -12,10 +12,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-import anyio.abc
-from anyio.abc import TaskGroup
-from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config
+from hypercorn.utils import wrap_app
 
 from actors.actor import ActorConfig
 from actors.hub import Hub, HubLimits
@@ -33,13 +32,19 @@ from storage.database import create_database, prepare
 log = logging.getLogger(__name__)
 
 
+# A purge is one DELETE: bounded, so a stuck database cannot hold shutdown.
+PURGE_DEADLINE_S = 2.0
+# After Hypercorn has stopped, the pool gets this long to close its connections.
+DISCONNECT_DEADLINE_S = 2.0
+
+
 async def sweep_deleted(services: Services) -> None:
     """Purge soft-deleted conversations whose retention has passed, every `sweep_interval_s`."""
     while True:
         try:
-            # Shielded: a query cancelled half-way can leave its connection broken (databases
-            # #457), and shutdown can wait for one short statement.
-            with anyio.CancelScope(shield=True):
+            # Shielded, within a deadline: a query cancelled half-way can leave its connection
+            # broken (databases #457), and shutdown can wait for one short statement.
+            with anyio.fail_after(PURGE_DEADLINE_S, shield=True):
                 purged = await purge_deleted_conversations(services.db)
             if purged:
                 log.info("purged %d deleted conversations past their retention", purged)
@@ -48,16 +53,13 @@ async def sweep_deleted(services: Services) -> None:
         await anyio.sleep(services.settings.sweep_interval_s)
 
 
-async def host_actors(cancel: anyio.Event, *, task_status: anyio.abc.TaskStatus[TaskGroup]) -> None:
-    """The task group every actor lives in, in a task of its own.
+def shutdown_budget_s(settings: Settings) -> float:
+    """The longest a stop can take before every event stream is closed (docs/design.md).
 
-    Its own task so that cancelling the actors at the end of a shutdown cancels only them,
-    not the serving code that runs in the composition root's task.
+    Running replies get `SHUTDOWN_GRACE_S` to finish; then they are cancelled and each stores
+    what it has within its store deadline. Hypercorn's `graceful_timeout` must exceed this.
     """
-    async with anyio.create_task_group() as actors:
-        task_status.started(actors)
-        await cancel.wait()
-        actors.cancel_scope.cancel()
+    return settings.shutdown_grace_s + actor_config(settings).store_deadline_s
 
 
 async def keep_streams_alive(hub: Hub, quiet_s: float) -> None:
@@ -103,15 +105,15 @@ async def running_services(
         await prepare(db)
         async with open_provider(settings, provider) as provider, anyio.create_task_group() as tg:
             hub = Hub(hub_limits(settings))
-            cancel_actors = anyio.Event()
-            actors: TaskGroup = await tg.start(host_actors, cancel_actors)
             registry = Registry(
                 store=DatabaseStore(db),
                 provider=provider,
                 hub=hub,
                 config=actor_config(settings),
-                task_group=actors,
             )
+            # The actors live in the registry's task group, in a task of its own, so that
+            # cancelling them at the end of the grace period cancels nothing else.
+            await tg.start(registry.run)
             services = Services(
                 settings=settings,
                 db=db,
@@ -121,15 +123,25 @@ async def running_services(
                 hub=hub,
                 registry=registry,
             )
+            stopping, stopped = anyio.Event(), anyio.Event()
 
             async def shut_down() -> None:
+                """Stop once, in order, within `shutdown_budget_s`; a second call waits."""
                 with anyio.CancelScope(shield=True):
+                    if stopping.is_set():
+                        await stopped.wait()
+                        return
+                    stopping.set()
+                    # 1. No new commands; running replies get the grace period to finish.
                     with anyio.move_on_after(settings.shutdown_grace_s):
                         await registry.drain()
-                    cancel_actors.set()
-                    with anyio.move_on_after(settings.shutdown_grace_s):
-                        await registry.wait_stopped()
+                    # 2. Past it, replies are cancelled and store what they have, each within
+                    # its store deadline (the actors shield their writes).
+                    registry.cancel()
+                    await registry.stopped.wait()
+                    # 3. Every event stream ends, so Hypercorn is not held up by open ones.
                     hub.close()
+                    stopped.set()
 
             async def shut_down_on_stop(stop: anyio.Event) -> None:
                 await stop.wait()
@@ -146,7 +158,7 @@ async def running_services(
                 await shut_down()
                 tg.cancel_scope.cancel()
     finally:
-        with anyio.move_on_after(5, shield=True):
+        with anyio.move_on_after(DISCONNECT_DEADLINE_S, shield=True):
             await db.disconnect()
 
 
@@ -178,16 +190,31 @@ async def _stop_on_signal(stop: anyio.Event) -> None:
 
 async def serve(settings: Settings, config: Config, provider: Provider | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then stop accepting, finish and close everything."""
+    budget = shutdown_budget_s(settings)
+    if config.graceful_timeout <= budget:
+        log.warning(
+            "Hypercorn's graceful_timeout (%gs) is not above the shutdown budget (%gs: "
+            "SHUTDOWN_GRACE_S + the store deadline): a stop may cut replies off",
+            config.graceful_timeout,
+            budget,
+        )
     stop = anyio.Event()
     async with running_services(settings, stop, provider) as services:
         app = create_app(services)
         tune_garbage_collector()
+        # Bound before "serving on" is logged: a port in use fails here, before serving.
+        sockets = config.create_sockets()
 
         async def serve_app() -> None:
             # Hypercorn's asyncio TaskGroup on Python 3.11 leaves a cancel request on the task
             # that ran it; in a task of its own that request dies with the task instead of
             # surfacing as a stray CancelledError in the task groups of this one.
-            await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+            await worker_serve(
+                wrap_app(app, config.wsgi_max_body_size, None),
+                config,
+                sockets=sockets,
+                shutdown_trigger=stop.wait,
+            )
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, stop)

@@ -31,6 +31,9 @@ async def relay(
 ) -> AsyncIterator[bytes]:
     """The subscription's events as SSE frames, until it ends (or the awaited reply does).
 
+    Every stream also ends when its conversation is deleted: nothing else will ever follow
+    (not even the awaited reply's own terminal event, which says only that it was cut off).
+
     Events that are already waiting go out in one write (still one frame each, in order):
     a server that falls behind then catches up in fewer, larger writes. The caller closes
     the subscription; a client that goes away cancels this generator at its next await, and
@@ -47,7 +50,9 @@ async def relay(
                 frames.append(KEEP_ALIVE)
                 continue
             frames.append(event.sse)
-            if event.type in FINAL_TYPES and event.message_id == until_reply:
+            if event.type == "conversation_deleted" or (
+                event.type in FINAL_TYPES and event.message_id == until_reply
+            ):
                 yield b"".join(frames)
                 return
         yield b"".join(frames)

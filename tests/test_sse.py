@@ -228,6 +228,29 @@ async def test_cancel_stops_the_reply_and_keeps_the_partial_text(http: httpx.Asy
     assert (again.status_code, again.json()) == (202, {"cancelled": False})
 
 
+async def test_deleting_the_conversation_ends_its_streams(http: httpx.AsyncClient) -> None:
+    me = await sign_up(http)
+    cid = await new_conversation(http, me)
+    url = f"{BASE}/{cid}/stream"
+    with anyio.fail_after(10):
+        async with (
+            aconnect_sse(http, "GET", f"{BASE}/{cid}/events", headers=me) as watcher,
+            aconnect_sse(http, "GET", url, params={"message": QUESTION}, headers=me) as source,
+        ):
+            events = []
+            async for sse in source.aiter_sse():
+                event = json.loads(sse.data)
+                events.append(event)
+                if event["type"] == "chunk" and len(events) == 3:
+                    deleted = await http.delete(f"{BASE}/{cid}", headers=me)
+                    assert deleted.status_code == 204
+            # Both streams end by themselves: the server closes them.
+            watched = await read_events(watcher, until=None)
+    assert events[-1]["type"] == "conversation_deleted"
+    assert watched[-1]["type"] == "conversation_deleted"
+    assert (await http.get(f"{BASE}/{cid}/messages", headers=me)).status_code == 404
+
+
 async def test_idle_streams_get_keep_alive_comments(http: httpx.AsyncClient) -> None:
     me = await sign_up(http)
     cid = await new_conversation(http, me)

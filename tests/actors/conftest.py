@@ -82,15 +82,15 @@ async def running_registry(
     hub: Hub | None = None,
     **config: float,
 ) -> AsyncIterator[Registry]:
-    """A registry whose actors live in a task group of the test's own task."""
+    """A registry hosting its actors in a task of the test's own task group."""
     async with anyio.create_task_group() as tg:
         registry = Registry(
             store=world.store,
             provider=provider,
             hub=hub or Hub(HubLimits()),
             config=ActorConfig(**config),  # type: ignore[arg-type]
-            task_group=tg,
         )
+        await tg.start(registry.run)
         yield registry
         provider.release.set()
         with anyio.fail_after(5):

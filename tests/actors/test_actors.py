@@ -51,7 +51,7 @@ async def test_a_message_is_answered_and_stored(world: World) -> None:
     assert types == ["message", "chunk", "chunk", "chunk", "complete", "conversation_updated"]
     assert [e["seq"] for e in received] == list(range(1, len(received) + 1))
     assert received[-1]["conversation"]["title"] == "hello there"
-    history = await world.store.load_history(cid, 10)
+    history = await world.store.load_history(world.user_id, cid, 10)
     assert [(m.role, m.status) for m in history] == [
         ("user", "complete"),
         ("assistant", "complete"),
@@ -78,7 +78,7 @@ async def test_concurrent_commands_are_answered_one_at_a_time_in_order(world: Wo
     assert chunk_owners == [rid for rid in reply_ids for _ in range(3)]
     questions = [e["message"]["content"] for e in received if e["type"] == "message"]
     assert questions == [f"question {i}" for i in range(5)]
-    history = await world.store.load_history(cid, 20)
+    history = await world.store.load_history(world.user_id, cid, 20)
     assert [m.seq for m in history] == list(range(1, 11))
     assert [m.role for m in history] == ["user", "assistant"] * 5
 
@@ -143,7 +143,7 @@ async def test_a_crash_restarts_the_actor(world: World) -> None:
         after = await registry.post_message(world.user_id, cid, "and after")
         with anyio.fail_after(5):
             assert (await after.finished.wait()).content == "echo: and after "
-    history = await world.store.load_history(cid, 20)
+    history = await world.store.load_history(world.user_id, cid, 20)
     # Nothing generated is lost: the crashed reply is stored as failed with its partial text.
     assert [(m.role, m.status, m.content) for m in history[:2]] == [
         ("user", "complete", "crash please"),
@@ -196,22 +196,19 @@ async def test_shutdown_stores_partial_replies(world: World) -> None:
     cid = await world.new_conversation()
     async with anyio.create_task_group() as outer:
         registry = Registry(
-            store=world.store,
-            provider=provider,
-            hub=Hub(HubLimits()),
-            config=ActorConfig(),
-            task_group=outer,
+            store=world.store, provider=provider, hub=Hub(HubLimits()), config=ActorConfig()
         )
+        await outer.start(registry.run)
         command = await registry.post_message(world.user_id, cid, "pause during shutdown")
         with anyio.fail_after(5):
             await provider.paused.wait()
         # The grace period runs out while the reply is still paused.
         with anyio.move_on_after(0.05):
             await registry.drain()
-        outer.cancel_scope.cancel()
+        registry.cancel()
     with pytest.raises(ActorUnavailable):
         await command.finished.wait()
-    history = await world.store.load_history(cid, 10)
+    history = await world.store.load_history(world.user_id, cid, 10)
     assert [(m.role, m.status, m.content) for m in history] == [
         ("user", "complete", "pause during shutdown"),
         ("assistant", "cancelled", "echo: pause "),
@@ -261,7 +258,7 @@ async def test_idempotent_retry_returns_the_first_answer(world: World) -> None:
             a, b = await first.finished.wait(), await second.finished.wait()
             assert (await second.accepted.wait()).duplicate
         assert a == b
-    assert len(await world.store.load_history(cid, 10)) == 2
+    assert len(await world.store.load_history(world.user_id, cid, 10)) == 2
 
 
 async def test_a_conversation_deleted_mid_reply_stops_its_actor_cleanly(world: World) -> None:
