@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,3 +79,69 @@ def test_a_changed_table_is_noticed(empty_url: str) -> None:
         table.to_metadata(changed)
     changed.tables["users"].append_column(sa.Column("extra", sa.Integer, nullable=True))
     assert [d[0] for d in differences(empty_url, changed)] == ["add_column"]
+
+
+def run(url: str, statements: list[str]) -> list[Any]:
+    """Run SQL statements in one transaction; the rows of the last one."""
+
+    async def go() -> list[Any]:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as connection:
+                result = None
+                for statement in statements:
+                    result = await connection.execute(sa.text(statement))
+                return [] if result is None or not result.returns_rows else list(result)
+        finally:
+            await engine.dispose()
+
+    return databases.in_thread(lambda: asyncio.run(go()))
+
+
+def message_columns(url: str) -> set[str]:
+    async def go() -> set[str]:
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as connection:
+                columns = await connection.run_sync(lambda c: sa.inspect(c).get_columns("messages"))
+                return {c["name"] for c in columns}
+        finally:
+            await engine.dispose()
+
+    return databases.in_thread(lambda: asyncio.run(go()))
+
+
+def test_message_errors_revision_keeps_rows_both_ways(empty_url: str) -> None:
+    """0002 adds `error_code`/`error_detail` to existing rows and takes them away again,
+    keeping the messages (SQLite's downgrade rebuilds the table)."""
+    config = databases.alembic_config(empty_url)
+    databases.in_thread(lambda: command.upgrade(config, "0001"))
+    ids = [uuid.uuid4().hex for _ in range(3)]
+    run(
+        empty_url,
+        [
+            "INSERT INTO users (id, email, password_hash, created_at)"
+            f" VALUES ('{ids[0]}', 'a@example.com', 'x', CURRENT_TIMESTAMP)",
+            "INSERT INTO conversations (id, user_id, title, created_at, updated_at)"
+            f" VALUES ('{ids[1]}', '{ids[0]}', 't', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+            "INSERT INTO messages (id, conversation_id, seq, role, content, status,"
+            " entity_references, entity_links, created_at)"
+            f" VALUES ('{ids[2]}', '{ids[1]}', 1, 'assistant', 'Hello', 'failed', '[]', '[]',"
+            " CURRENT_TIMESTAMP)",
+        ],
+    )
+    assert "error_code" not in message_columns(empty_url)
+
+    databases.in_thread(lambda: command.upgrade(config, "0002"))
+    assert {"error_code", "error_detail"} <= message_columns(empty_url)
+    select = "SELECT content, error_code, error_detail FROM messages"
+    assert [tuple(row) for row in run(empty_url, [select])] == [("Hello", None, None)]
+    run(empty_url, ["UPDATE messages SET error_code = 'upstream_truncated'"])
+
+    databases.in_thread(lambda: command.downgrade(config, "0001"))
+    assert not {"error_code", "error_detail"} & message_columns(empty_url)
+    assert [tuple(row) for row in run(empty_url, ["SELECT content, status FROM messages"])] == [
+        ("Hello", "failed")
+    ]
+    databases.in_thread(lambda: command.upgrade(config, "head"))
+    assert differences(empty_url) == []
