@@ -23,7 +23,11 @@ MAX_UPSTREAM_TEXT = 200
 # Keys and tokens that an upstream may echo back in its error text.
 _SECRET_PATTERNS = (
     (re.compile(r"\bsk-[\w*.\-]+"), "sk-***"),
-    (re.compile(r"\bBearer\s+\S+", re.IGNORECASE), "Bearer ***"),
+    # A token has a digit or is long; prose such as "bearer authentication" is left alone.
+    (
+        re.compile(r"\bBearer\s+(?:(?=[\w\-.~+/]*\d)[\w\-.~+/]+|[\w\-.~+/]{20,})=*", re.I),
+        "Bearer ***",
+    ),
 )
 # A configured key shorter than this is not searched for (it would blank ordinary words).
 _MIN_KEY_TO_REDACT = 6
@@ -64,7 +68,10 @@ def _upstream_text(error: openai.APIError) -> str:
 def _is_connect_failure(error: BaseException) -> bool:
     """Whether a socket-level error (refused, unreachable, unknown host) is behind `error`."""
     seen: BaseException | None = error
-    while seen is not None:
+    # Bounded: a chain of causes can loop.
+    for _ in range(20):
+        if seen is None:
+            break
         if isinstance(seen, OSError):
             return True
         seen = seen.__cause__ or seen.__context__

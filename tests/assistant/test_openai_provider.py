@@ -305,8 +305,12 @@ async def test_the_upstream_error_text_is_kept_with_the_key_redacted(
 
 
 def test_redact_masks_keys_and_tokens_and_bounds_the_text() -> None:
-    text = "bad key sk-abc123DEF456 and\nBearer eyJhbGciOi.payload.sig; mine: my-local-key-1"
-    assert redact(text, "my-local-key-1") == "bad key sk-*** and Bearer *** mine: ***"
+    text = "bad key sk-abc123DEF456 and\nBearer eyJhbGciOiJIUzI1NiJ9.e30.c2ln; mine: my-local-key-1"
+    assert redact(text, "my-local-key-1") == "bad key sk-*** and Bearer ***; mine: ***"
+    assert redact("Bearer abcdefghijklmnopqrstuvwxyz") == "Bearer ***"
+    assert redact("Missing bearer authentication header") == (
+        "Missing bearer authentication header"
+    )
     assert redact("x" * 1000).endswith("…")
     assert len(redact("x" * 1000)) <= MAX_UPSTREAM_TEXT
 
