@@ -14,13 +14,14 @@ from chat.assistant.knowledge import KnowledgeBase, load_articles
 from chat.assistant.local import LOW_CONFIDENCE, NOTHING_FOUND, TICKET_OFFER, LocalProvider
 
 pytestmark = pytest.mark.anyio
-# The set the ranking was tuned on, and a holdout set written before tuning and never tuned on
-# (docs/knowledge-base.md). A holdout item may accept more than one article.
+# The set the ranking is tuned on (it took in the first holdout once that had been looked at), and
+# a holdout written before the next round of tuning and never tuned on (docs/knowledge-base.md).
+# An item may accept more than one article.
 QUESTIONS = json.loads((Path(__file__).parent / "kb_questions.json").read_text())
-HOLDOUT = json.loads((Path(__file__).parent / "kb_questions_holdout.json").read_text())
+HOLDOUT = json.loads((Path(__file__).parent / "kb_questions_holdout2.json").read_text())
 # The measured hit rates, rounded down: a change to the ranking may not lower them.
-TUNING_FLOOR = 0.95
-HOLDOUT_FLOOR = 0.88
+TUNING_FLOOR = 0.92
+HOLDOUT_FLOOR = 0.77
 
 
 @pytest.fixture(scope="module", name="knowledge")
@@ -55,8 +56,8 @@ def accepted(item: dict[str, str | list[str]]) -> list[str]:
 def test_the_knowledge_base_is_big_enough() -> None:
     articles = load_articles()
     assert len(articles) >= 25
-    assert len(QUESTIONS) >= 30
-    assert len(HOLDOUT) >= 40
+    assert len(QUESTIONS) >= 180
+    assert len(HOLDOUT) >= 60
     slugs = {a.slug for a in articles}
     assert {a for item in QUESTIONS + HOLDOUT for a in accepted(item)} <= slugs
     tuning = {item["question"].lower() for item in QUESTIONS}
