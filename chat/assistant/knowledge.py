@@ -1,10 +1,11 @@
 """The support knowledge base: markdown articles shipped in the repository, ranked with BM25.
 
 Questions and articles go through the same `Analyzer`: lower case, apostrophes dropped, a few
-multi-word phrases read as one word ("log in", "money back"), stop words out, Snowball (Porter2)
-stems, and words of one support concept indexed as one term (`SYNONYMS`). A question word the
-articles never use is read as a word they use one edit away (a typo) or as two words they use
-("giftcard"). See docs/knowledge-base.md for how this was measured.
+phrases read as their intent ("log in", "money back", "where is my order"), stop words out,
+Snowball (Porter2) stems, and words of one support concept indexed as one term; the vocabulary
+is in `chat.assistant.vocabulary`. A question word the articles never use is read as a word
+they use one edit away (a typo) or as two words they use ("giftcard"). See
+docs/knowledge-base.md for how this was measured.
 """
 
 from __future__ import annotations
@@ -19,79 +20,22 @@ from pathlib import Path
 import Stemmer
 from rank_bm25 import BM25Okapi
 
+from chat.assistant.vocabulary import PHRASES, STOP_WORDS, SYNONYMS, UNSTEMMED
+
 ARTICLES = Path(__file__).resolve().parent / "knowledge"
 KEYWORDS = "Keywords:"
 TITLE_WEIGHT = 2
 TITLE_BOOST = 0.25
 # How much an earlier question counts when ranking a follow-up.
 FOLLOW_UP_WEIGHT = 0.5
+# A follow-up that points back ("is it free?", "how long does that take?") leans on the earlier
+# question fully, still only as far as it leaves open.
+REFERS_BACK = frozenset({"it", "that", "this", "they", "them", "those", "these"})
 # Shorter words are not corrected: one edit away from a short word is too many other words.
 TYPO_MIN_LENGTH = 4
 
 _WORD = re.compile(r"[a-z0-9]+")
 _APOSTROPHE = re.compile(r"['’`]")
-
-# Function words only, so question words that carry intent in support ("where", "when") stay.
-# Contractions appear without their apostrophe, as customers often type them.
-_STOP_WORDS_TEXT = """
-a about after again all also am an and any are as at be because been before being but by
-can could did do does doing for from had has have having he her here hers him his how i if
-in into is it its itself just me more most my myself no nor not of off on once only or other
-our ours out over own please pls plz same she should so some such than that the their them
-then there these they this those to too u ur very was we were what which while who whom why
-will with would you your yours yourself hi hello hey thanks thank thx ok okay get got want
-wanted need needs needed cant dont didnt doesnt wont isnt arent wasnt werent couldnt wouldnt
-shouldnt havent hasnt im ive id youre youve thats whats hows theres let lets tell us
-know help one now really actually still many yet
-"""
-STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
-
-# Phrases rewritten to one word before splitting, on questions and articles alike.
-_PHRASES = (
-    (r"\b(?:log|sign)(?:ged|ging|s)?[\s-]*(?:in|on)\b", "login"),
-    (r"\b(?:log|sign)(?:ged|ging|s)?[\s-]*out\b", "logout"),
-    (r"\bsign(?:ed|ing|s)?[\s-]*up\b", "signup"),
-    (r"\b(?:2|two)[\s-]*(?:fa|factor|step)\b|\bmfa\b", "twofactor"),
-    (r"\be-mail", "email"),
-    (r"\bmoney[\s-]*back\b", "refund"),
-    (r"\bsend(?:ing|s)?\s+(?:\w+\s+)?back\b", "return"),
-    (r"\bwheres\b", "where"),
-    (r"\bhow much\b", "price"),
-    (r"\bopt(?:ed|ing|s)?[\s-]*out\b", "unsubscribe"),
-)
-_PHRASE_PATTERNS = tuple((re.compile(p), word) for p, word in _PHRASES)
-
-# Words whose Snowball stem would merge them with a word of another meaning.
-UNSTEMMED = {"personal": "personal"}
-
-# Words customers use for a concept the articles name otherwise. Each group is one support
-# concept; all its words are indexed as the group's first word. Kept to plain synonyms:
-# a word with a second common meaning in the articles (charge, phone, open, lost) is not here.
-SYNONYMS = (
-    ("password", "pw", "pwd", "passwd", "passcode"),
-    ("login", "signin", "logon"),
-    ("signup", "register", "registration", "enrol", "enroll"),
-    ("account", "profile", "acct"),
-    ("parcel", "package", "shipment", "stuff"),
-    ("refund", "reimburse", "reimbursement"),
-    ("agent", "human", "person", "representative"),
-    ("contact", "talk", "speak"),
-    ("email", "mail", "mailbox"),
-    ("price", "cost", "fee", "fees"),
-    ("invoice", "receipt"),
-    ("promo", "coupon", "discount", "voucher"),
-    ("ship", "shipping", "deliver", "delivery"),
-    ("carrier", "courier"),
-    ("international", "internationally", "abroad", "overseas", "worldwide"),
-    ("exchange", "swap"),
-    ("delete", "erase"),
-    ("damaged", "broken", "crushed", "smashed", "cracked", "shattered"),
-    ("verify", "verification", "verified", "verifying"),
-    ("membership", "subscription"),
-    ("colour", "color"),
-    ("quick", "quickly", "fast", "faster", "fastest"),
-    ("data", "info", "information"),
-)
 
 
 class Analyzer:
@@ -111,10 +55,14 @@ class Analyzer:
         self._known = Counter(w for text in texts for w in self.words(text))
         self._known.update(w for group in SYNONYMS for w in group)
 
+    def raw_words(self, text: str) -> list[str]:
+        """Lower-cased words of `text`, stop words included."""
+        return _WORD.findall(_APOSTROPHE.sub("", text.lower()))
+
     def words(self, text: str) -> list[str]:
         """Lower-cased words of `text`, phrases joined, stop words out, not yet stemmed."""
         text = _APOSTROPHE.sub("", text.lower())
-        for pattern, word in _PHRASE_PATTERNS:
+        for pattern, word in PHRASES:
             text = pattern.sub(word, text)
         return [w for w in _WORD.findall(text) if w not in STOP_WORDS]
 
@@ -153,6 +101,15 @@ def _one_edit(word: str) -> set[str]:
         *(a + c + b[1:] for a, b in splits if b for c in letters),
         *(a + c + b for a, b in splits for c in letters),
     }
+
+
+class _BM25(BM25Okapi):  # type: ignore[misc]
+    """BM25 with Lucene's idf, log(1 + (N - n + 0.5) / (n + 0.5)): never negative, so a word
+    most articles use still counts a little, instead of a floor shared by all such words."""
+
+    def _calc_idf(self, nd: dict[str, int]) -> None:
+        n = self.corpus_size
+        self.idf = {w: math.log(1 + (n - f + 0.5) / (f + 0.5)) for w, f in nd.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,11 +161,11 @@ class KnowledgeBase:
             head * TITLE_WEIGHT + self.analyzer.terms(a.body)
             for head, a in zip(heads, articles, strict=True)
         ]
-        self._bm25 = BM25Okapi(corpus)
-        self._titles = BM25Okapi([head or ["-"] for head in heads])
+        self._bm25 = _BM25(corpus)
+        self._titles = _BM25([head or ["-"] for head in heads])
         self._terms = [frozenset(doc) for doc in corpus]
         # The weight of a word no article uses: BM25's idf for a document frequency of 0.
-        self._unknown_idf = math.log((len(articles) + 0.5) / 0.5)
+        self._unknown_idf = math.log(1 + (len(articles) + 0.5) / 0.5)
 
     def scores(self, query: list[str]) -> list[float]:
         """BM25 over whole articles plus BM25 over titles alone, weighted."""
@@ -225,7 +182,8 @@ class KnowledgeBase:
             # that take?" leans on it, "and if I lost my email?" stands on its own.
             best = max(range(len(scores)), key=lambda i: scores[i])
             share, idf = self._coverage(query, best)
-            weight = FOLLOW_UP_WEIGHT * (1 - share * specificity(idf))
+            refers_back = not REFERS_BACK.isdisjoint(self.analyzer.raw_words(question))
+            weight = (1 if refers_back else FOLLOW_UP_WEIGHT) * (1 - share * specificity(idf))
             earlier = self.scores(self.analyzer.query_terms(previous))
             scores = [s + weight * e for s, e in zip(scores, earlier, strict=True)]
         order = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)

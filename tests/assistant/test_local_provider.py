@@ -104,6 +104,20 @@ async def test_reported_questions_get_their_article(
     assert info.entity_references[0]["id"] == article
 
 
+async def test_support_phrases_are_read_as_their_intent(knowledge: KnowledgeBase) -> None:
+    # The intent is in the word order, not in any one word (docs/knowledge-base.md).
+    p = provider(knowledge)
+    for question, article in [
+        ("cant log in", "reset-password"),
+        ("where is my order", "track-order"),
+        ("how do i get my money back", "request-refund"),
+        ("too many emails from you", "notification-preferences"),
+        ("how do i get in touch", "contact-support"),
+    ]:
+        _, info, _ = await ask(p, question)
+        assert [r["id"] for r in info.entity_references[:1]] == [article], question
+
+
 async def test_an_answer_names_its_article_and_links_it(knowledge: KnowledgeBase) -> None:
     text, info, chunks = await ask(provider(knowledge), "I forgot my password, how do I reset it?")
     assert info.model == "parley-kb-bm25"
