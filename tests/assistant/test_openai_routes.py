@@ -24,6 +24,7 @@ BASE = "/api/v1/chat/conversations"
 STALL_S = 0.3
 # What each model's reply is stored with.
 PARTIAL = {"hang": HANG_PIECE, "truncated": "".join(CUT_PIECES)}
+CODE = {"hang": "upstream_stalled", "truncated": "upstream_truncated"}
 
 
 @pytest.fixture(name="server")
@@ -58,7 +59,11 @@ def fixture_settings(
 
 
 async def test_a_synchronous_post_answers_a_broken_stream_within_the_stall_bound(
-    client: Client, register: Register, server: FakeOpenAI, model: str
+    client: Client,
+    register: Register,
+    server: FakeOpenAI,
+    model: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     me = await register()
     response = await client.post(BASE, json={}, headers=auth(me))
@@ -78,7 +83,15 @@ async def test_a_synchronous_post_answers_a_broken_stream_within_the_stall_bound
     assert reply["status"] == "failed"
     assert reply["content"] == PARTIAL[model]
     assert reply["model_used"] == model
+    # The failure says why, in the answer and when read back later.
+    assert reply["error"]["code"] == CODE[model]
+    assert reply["error"]["detail"]
+    listed = await client.get(f"{BASE}/{cid}/messages", headers=auth(me))
+    assert (await listed.get_json())["items"][-1]["error"] == reply["error"]
     assert elapsed < STALL_S + 2
+    # Logged once, at WARNING, with the conversation.
+    failures = [r for r in caplog.records if r.levelname == "WARNING" and cid in r.getMessage()]
+    assert len(failures) == 1 and CODE[model] in failures[0].getMessage()
     if model == "hang":
         assert elapsed >= STALL_S
         with anyio.fail_after(5):
