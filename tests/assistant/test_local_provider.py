@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -20,8 +21,8 @@ pytestmark = pytest.mark.anyio
 QUESTIONS = json.loads((Path(__file__).parent / "kb_questions.json").read_text())
 HOLDOUT = json.loads((Path(__file__).parent / "kb_questions_holdout2.json").read_text())
 # The measured hit rates, rounded down: a change to the ranking may not lower them.
-TUNING_FLOOR = 0.92
-HOLDOUT_FLOOR = 0.77
+TUNING_FLOOR = 0.98
+HOLDOUT_FLOOR = 0.80
 
 
 @pytest.fixture(scope="module", name="knowledge")
@@ -60,8 +61,13 @@ def test_the_knowledge_base_is_big_enough() -> None:
     assert len(HOLDOUT) >= 60
     slugs = {a.slug for a in articles}
     assert {a for item in QUESTIONS + HOLDOUT for a in accepted(item)} <= slugs
-    tuning = {item["question"].lower() for item in QUESTIONS}
-    assert not tuning & {item["question"].lower() for item in HOLDOUT}
+    tuning = {plain(item["question"]) for item in QUESTIONS}
+    assert not tuning & {plain(item["question"]) for item in HOLDOUT}
+
+
+def plain(question: str | list[str]) -> str:
+    """A question without case, punctuation or apostrophes, to compare two sets."""
+    return " ".join(re.findall(r"[a-z0-9]+", str(question).lower().replace("'", "")))
 
 
 async def hit_rate(knowledge: KnowledgeBase, questions: list[dict[str, str | list[str]]]) -> float:
