@@ -6,9 +6,9 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Quart, Response, jsonify
+from quart import Quart, Request, Response, jsonify
 from quart_schema import RequestSchemaValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from actors.errors import ActorUnavailable, ConversationGone
 from storage.errors import Conflict, NotFound
@@ -67,7 +67,26 @@ def _field_errors(error: Exception) -> list[dict[str, Any]]:
     return [{"loc": [], "msg": str(error) or "invalid request", "type": "value_error"}]
 
 
+class UTF8Request(Request):
+    """A request whose JSON body, if not UTF-8, is a bad request rather than a crash.
+
+    Quart decodes the body before its JSON error handling starts, so the `UnicodeDecodeError`
+    escaped as a 500.
+    """
+
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            return await super().get_json(force=force, silent=silent, cache=cache)
+        except UnicodeDecodeError:
+            if silent:
+                return None
+            raise BadRequest("the body is not valid UTF-8") from None
+
+
 def register_error_handlers(app: Quart) -> None:
+    """Map every error to the contract's answer (and read bodies with `UTF8Request`)."""
+    app.request_class = UTF8Request
+
     @app.errorhandler(APIError)
     async def handle_api_error(error: APIError) -> Response:
         return error_response(error.status, error.code, error.detail)
@@ -102,7 +121,9 @@ def register_error_handlers(app: Quart) -> None:
             ]
             return error_response(422, "validation_error", detail)
         code = CODES.get(status, "error")
-        return error_response(status, code, error.description or error.name)
+        # Keep what the exception says about the answer, such as 405's `Allow` (RFC 9110).
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        return error_response(status, code, error.description or error.name, headers)
 
     @app.errorhandler(Exception)
     async def handle_unexpected(error: Exception) -> Response:

@@ -6,7 +6,14 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
 # Contract: ISO 8601 with an explicit `+00:00` offset (pydantic alone would write `Z`).
 Timestamp = Annotated[
@@ -16,10 +23,45 @@ Timestamp = Annotated[
 ]
 
 
+# Far beyond any real list, and `offset + limit` stays a 32-bit integer, the type of a
+# message's position (an offset past 64 bits, or near 2**31 on PostgreSQL, failed with a 500).
+MAX_OFFSET = 1_000_000_000
+# Unicode's White_Space: what `\s` means to the validators (pydantic's and schemathesis' regex
+# engines), where Python's `str.strip()` would also take U+001C..U+001F.
+WHITE_SPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+# Stored text has no NUL (PostgreSQL cannot store one); a required text also has a character
+# that is not white space.
+NO_NUL = r"^[^\x00]*$"
+NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
+
+
+def _strip(value: str) -> str:
+    return value.strip(WHITE_SPACE)
+
+
+def _strip_not_blank(value: str) -> str:
+    value = value.strip(WHITE_SPACE)
+    if not value:
+        raise ValueError("must not be blank")
+    return value
+
+
+# The documented limits hold for the text as sent; it is stripped afterwards. (Stripping first
+# would let a 10,001-character body through when it is mostly spaces, and no document could
+# say so.)
+Stripped = AfterValidator(_strip)
+NotBlank = AfterValidator(_strip_not_blank)
+MessageText = Annotated[str, Field(min_length=1, max_length=10_000, pattern=NOT_BLANK), NotBlank]
+TitleText = Annotated[str, Field(min_length=1, max_length=500, pattern=NOT_BLANK), NotBlank]
+
+
 class _Input(BaseModel):
     """Bodies reject unknown fields and wrong types instead of silently dropping or coercing."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class _Query(BaseModel):
@@ -35,15 +77,22 @@ class Error(BaseModel):
 
 
 class UserData(_Input):
+    # The pattern admits no white space, so there is nothing to strip.
     email: str = Field(
-        min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", examples=["a@b.io"]
+        min_length=3,
+        max_length=320,
+        pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$",
+        examples=["a@b.io"],
     )
+    # Passwords are taken as typed: stripping one would change it behind the user's back.
     password: str = Field(min_length=8, max_length=128)
-    display_name: str | None = Field(None, min_length=1, max_length=100)
+    display_name: (
+        Annotated[str, Field(min_length=1, max_length=100, pattern=NOT_BLANK), NotBlank] | None
+    ) = None
 
 
 class LoginData(_Input):
-    email: str = Field(min_length=1, max_length=320)
+    email: Annotated[str, Field(min_length=1, max_length=320, pattern=NOT_BLANK), NotBlank]
     password: str = Field(min_length=1, max_length=128)
 
 
@@ -62,15 +111,15 @@ class UserResponse(BaseModel):
 
 
 class ConversationData(_Input):
-    title: str | None = Field(None, max_length=500)
+    title: Annotated[str, Field(max_length=500, pattern=NO_NUL), Stripped] | None = None
 
 
 class TitleData(_Input):
-    title: str = Field(min_length=1, max_length=500)
+    title: TitleText
 
 
 class ConversationFilter(_Query):
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     limit: int = Field(20, ge=1, le=100)
 
 
@@ -90,16 +139,16 @@ class Conversations(BaseModel):
 
 
 class MessageData(_Input):
-    message: str = Field(min_length=1, max_length=10_000)
+    message: MessageText
 
 
 class MessageFilter(_Query):
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     limit: int = Field(50, ge=1, le=200)
 
 
 class StreamFilter(_Query):
-    message: str = Field(min_length=1, max_length=10_000)
+    message: MessageText
 
 
 class EntityReference(BaseModel):
@@ -154,36 +203,100 @@ class CancelResult(BaseModel):
     cancelled: bool
 
 
-class StreamEvent(BaseModel):
-    """One event of a conversation (contract §4), sent as `id: <epoch>:<seq>` and `data: <json>`.
+class _Event(BaseModel):
+    conversation_id: UUID
+    # Absent only on the frames a retried route 7 replays: they repeat stored facts.
+    epoch: str | None = None
+    seq: int | None = Field(None, ge=1)
 
-    A comment line `: keep-alive` comes every 15 s of silence. `reset` (no id) tells the client
-    to reload the messages list: its position could not be honoured, or it fell behind.
+
+class MessageEvent(_Event):
+    """A user message was stored."""
+
+    type: Literal["message"]
+    message: MessageResponse
+
+
+class ChunkEvent(_Event):
+    """Part of the assistant's reply (one or more tokens)."""
+
+    type: Literal["chunk"]
+    message_id: UUID
+    content: str
+
+
+class ToolCallEvent(_Event):
+    """The assistant calls a tool."""
+
+    type: Literal["tool_call"]
+    message_id: UUID
+    name: str
+    arguments: dict[str, Any]
+
+
+class ToolResultEvent(_Event):
+    """A tool answered."""
+
+    type: Literal["tool_result"]
+    message_id: UUID
+    name: str
+    ok: bool
+
+
+class CompleteEvent(_Event):
+    """The reply is stored."""
+
+    type: Literal["complete"]
+    message: MessageResponse
+
+
+class StoppedEvent(_Event):
+    """The reply stopped; `message` is what was stored of it (absent if it could not be)."""
+
+    type: Literal["cancelled", "error"]
+    message_id: UUID
+    error: str
+    code: str
+    message: MessageResponse | None = None
+
+
+class ConversationEvent(_Event):
+    """The conversation changed (title, counts) or was deleted."""
+
+    type: Literal["conversation_updated", "conversation_deleted"]
+    conversation: ConversationResponse
+
+
+class ResetEvent(BaseModel):
+    """Reload the messages list: the position could not be honoured, or the client fell behind.
+
+    It has no id, so a client keeps its last position.
+    """
+
+    type: Literal["reset"]
+    conversation_id: UUID
+    reason: str
+
+
+# One `data:` line of an event stream (contract §4), told apart by `type`.
+StreamEvent = Annotated[
+    MessageEvent
+    | ChunkEvent
+    | ToolCallEvent
+    | ToolResultEvent
+    | CompleteEvent
+    | StoppedEvent
+    | ConversationEvent
+    | ResetEvent,
+    Field(discriminator="type"),
+]
+
+
+class EventStream(BaseModel):
+    """Server-Sent Events: per event an `id: <epoch>:<seq>` line and a `data: <json>` line.
+
+    The stream opens with a `: connected` comment, and `: keep-alive` comments come after
+    quiet spells; `reset` events carry no id.
     """
 
     media_type: ClassVar[str] = "text/event-stream"
-
-    type: Literal[
-        "message",
-        "chunk",
-        "tool_call",
-        "tool_result",
-        "complete",
-        "cancelled",
-        "error",
-        "conversation_updated",
-        "conversation_deleted",
-        "reset",
-    ]
-    conversation_id: UUID
-    epoch: str | None = None
-    seq: int | None = None
-    message: MessageResponse | None = None
-    message_id: UUID | None = None
-    content: str | None = None
-    name: str | None = None
-    arguments: dict[str, Any] | None = None
-    ok: bool | None = None
-    error: str | None = None
-    code: str | None = None
-    conversation: ConversationResponse | None = None

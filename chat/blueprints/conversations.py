@@ -18,6 +18,7 @@ from actors.commands import Accepted, PostMessage
 from actors.wire import conversation_json, message_json
 from chat.auth import current_user, require_user
 from chat.errors import APIError, not_found
+from chat.openapi import document_empty, document_headers
 from chat.schemas import (
     ConversationData,
     ConversationFilter,
@@ -48,21 +49,41 @@ DEFAULT_TITLE = "New conversation"
 ACCEPT_DEADLINE_S = 30.0
 MAX_IDEMPOTENCY_KEY = 200
 JSONDict = dict[str, Any]
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A retry with the same key returns the first answer and stores nothing new.",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_IDEMPOTENCY_KEY,
+        "pattern": r"\S",
+    },
+}
+PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "description": "`respond-async`: answer 202 once the message is stored.",
+    "schema": {"type": "string", "examples": ["respond-async"]},
+}
 
 
 async def send_message(
-    conversation_id: UUID, content: str, key: str | None
+    conversation_id: UUID, content: str, key: str | None, *, paced: bool = True
 ) -> tuple[PostMessage, Accepted]:
     """Deliver a message to the conversation's actor and wait until it is stored (routes 4, 7).
 
-    503 if that takes longer than `ACCEPT_DEADLINE_S` (the actor is busy or the server is
-    overloaded); the command may still be carried out, and a retry with the same
+    `paced=False` lets the reply come as fast as the model gives it: nobody reads it token by
+    token. 503 if storing takes longer than `ACCEPT_DEADLINE_S` (the actor is busy or the
+    server is overloaded); the command may still be carried out, and a retry with the same
     `Idempotency-Key` then returns it.
     """
     try:
         with anyio.fail_after(ACCEPT_DEADLINE_S):
             command = await services().registry.post_message(
-                current_user().id, conversation_id, content, key
+                current_user().id, conversation_id, content, key, paced=paced
             )
             return command, await command.accepted.wait()
     except TimeoutError:
@@ -166,17 +187,23 @@ async def get_messages(conversation_id: UUID, query_args: MessageFilter) -> JSON
 @document_response(Error, 413)
 @document_response(Error, 422)
 @document_response(Error, 503)
+@document_headers(IDEMPOTENCY_KEY, PREFER)
 @require_user
 @validate_request(MessageData)
 async def post_message(conversation_id: UUID, data: MessageData) -> tuple[JSONDict, int]:
     """Send a message; answers 201 with the assistant's reply.
 
-    With `Prefer: respond-async` it answers 202 with the stored message at once, and the reply
-    follows on the event streams. An `Idempotency-Key` header makes a retry return the first
-    answer and store nothing new.
+    The reply is generated without the streaming routes' reading pace
+    (`ASSISTANT_TOKEN_DELAY_MS`): a synchronous caller waits only for the model. With
+    `Prefer: respond-async` it answers 202 with the stored message at once, and the reply
+    follows, paced, on the event streams. An `Idempotency-Key` header makes a retry return
+    the first answer and store nothing new.
     """
-    command, accepted = await send_message(conversation_id, data.message, idempotency_key())
-    if "respond-async" in request.headers.get("Prefer", ""):
+    respond_async = "respond-async" in request.headers.get("Prefer", "")
+    command, accepted = await send_message(
+        conversation_id, data.message, idempotency_key(), paced=respond_async
+    )
+    if respond_async:
         return message_json(accepted.message), 202
     return message_json(await command.finished.wait()), 201
 
@@ -201,6 +228,7 @@ async def patch_title(conversation_id: UUID, data: TitleData) -> JSONDict:
 
 
 @blueprint.delete("/<uuid:conversation_id>")
+@document_empty(204)
 @document_response(Error, 401)
 @document_response(Error, 404)
 @require_user

@@ -12,8 +12,9 @@ from quart_schema import document_response, security_scheme_blueprint, validate_
 from actors.events import Position
 from actors.wire import message_json
 from chat.auth import current_user, require_user
-from chat.blueprints.conversations import idempotency_key, send_message
-from chat.schemas import CancelResult, Error, StreamEvent, StreamFilter
+from chat.blueprints.conversations import IDEMPOTENCY_KEY, idempotency_key, send_message
+from chat.openapi import document_headers
+from chat.schemas import CancelResult, Error, EventStream, StreamFilter
 from chat.services import services
 from chat.sse import OPENED, data_frame, relay, sse_response
 from storage.rows import Message
@@ -22,12 +23,22 @@ blueprint = Blueprint("streams", __name__, url_prefix="/api/v1/chat/conversation
 security_scheme_blueprint(blueprint, [{"bearer": []}])
 
 
+LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "description": "`<epoch>:<seq>`: replay the retained events after it (else `reset` first).",
+    "schema": {"type": "string"},
+}
+
+
 @blueprint.get("/<uuid:conversation_id>/stream")
-@document_response(StreamEvent, 200)
+@document_response(EventStream, 200)
 @document_response(Error, 401)
 @document_response(Error, 404)
 @document_response(Error, 422)
 @document_response(Error, 503)
+@document_headers(IDEMPOTENCY_KEY)
 @require_user
 @validate_querystring(StreamFilter)
 async def get_stream(conversation_id: UUID, query_args: StreamFilter) -> Response:
@@ -70,9 +81,10 @@ def _frame(type: str, conversation_id: UUID, message: Message) -> bytes:
 
 
 @blueprint.get("/<uuid:conversation_id>/events")
-@document_response(StreamEvent, 200)
+@document_response(EventStream, 200)
 @document_response(Error, 401)
 @document_response(Error, 404)
+@document_headers(LAST_EVENT_ID)
 @require_user
 async def get_events(conversation_id: UUID) -> Response:
     """Subscribe to a conversation's events as Server-Sent Events.
