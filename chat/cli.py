@@ -1,93 +1,189 @@
-"""`parley serve | migrate | create-user`: the service's command line."""
+"""`parley serve | migrate | create-user | user`: the service's command line.
+
+A failure the user can act on (a bad setting, a database that is missing, unreachable or not
+migrated, a port in use, a wrong password) ends the command with one line on stderr and a
+non-zero exit code, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
-import getpass
+import errno
 import logging
 import secrets
 import sys
-from pathlib import Path
+import tomllib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from typing import TYPE_CHECKING
 
 import anyio
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from hypercorn.config import Config as HypercornConfig
 
-from chat.settings import Settings, SettingsError, load_settings
+from chat.cli_support import CommandError, check_password, database_errors, read_password
+from chat.version import package_version
 
-ROOT = Path(__file__).resolve().parent.parent
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+    from databases import Database
+    from hypercorn.config import Config as HypercornConfig
+
+    from chat.settings import Settings
+
 DEMO_EMAIL = "demo@parley.local"
+# What a failed bind says: another process has the port, the address is not this machine's,
+# or the port needs privileges.
+BIND_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
 
 
 def alembic_config(settings: Settings) -> AlembicConfig:
-    config = AlembicConfig()
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    """Alembic's configuration for the shipped revisions and the configured database."""
+    from alembic.config import Config
+
+    from storage.revision import migrations_path
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_path()))
     config.attributes["database_url"] = settings.database
     return config
 
 
-def migrate(settings: Settings) -> None:
-    command.upgrade(alembic_config(settings), "head")
+def migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from alembic import command
+
+    with database_errors(settings.database):
+        command.upgrade(alembic_config(settings), "head")
     print(f"database is at the latest revision ({settings.database.split('://')[0]})")
+    return 0
+
+
+@asynccontextmanager
+async def migrated_database(settings: Settings) -> AsyncIterator[Database]:
+    """A connection to the database, checked to be at the revision the code needs."""
+    from storage.database import create_database
+    from storage.revision import check_revision
+
+    db = create_database(settings.database, pool_size=1)
+    await db.connect()
+    try:
+        await check_revision(db)
+        yield db
+    finally:
+        await db.disconnect()
+
+
+async def _check_database(settings: Settings) -> None:
+    async with migrated_database(settings):
+        pass
 
 
 async def _create_user(settings: Settings, email: str, password: str, name: str | None) -> bool:
     from chat.credentials import Passwords
-    from storage.database import create_database
     from storage.errors import Conflict
     from storage.users import insert_user
 
-    db = create_database(settings.database)
-    await db.connect()
-    try:
-        await insert_user(
-            db,
-            email=email,
-            password_hash=await Passwords.from_settings(settings).hash(password),
-            display_name=name,
-        )
+    async with migrated_database(settings) as db:
+        try:
+            await insert_user(
+                db,
+                email=email,
+                password_hash=await Passwords.from_settings(settings).hash(password),
+                display_name=name,
+            )
+        except Conflict:
+            return False
         return True
-    except Conflict:
-        return False
-    finally:
-        await db.disconnect()
 
 
 def create_user(settings: Settings, args: argparse.Namespace) -> int:
     if args.demo:
         email, name, password = DEMO_EMAIL, "Demo", secrets.token_urlsafe(12)
     else:
-        email, name = args.email, args.display_name
-        password = args.password or getpass.getpass("password: ")
-        if not email:
+        if not args.email:
             print("error: --email is required (or --demo)", file=sys.stderr)
             return 2
-        if len(password) < 8:
-            print("error: the password must be at least 8 characters", file=sys.stderr)
-            return 2
-    created = anyio.run(_create_user, settings, email, password, name)
+        email, name = args.email, args.display_name
+        password = check_password(args.password) if args.password else read_password()
+    with database_errors(settings.database):
+        created = anyio.run(_create_user, settings, email, password, name)
     if not created:
         if args.demo:
             print(f"demo user {email} already exists (its password was printed when made)")
             return 0
-        print(f"error: a user with email {email} already exists", file=sys.stderr)
-        return 1
+        raise CommandError(f"a user with email {email} already exists")
     print(f"created user {email}" + (f" with password {password}" if args.demo else ""))
     return 0
 
 
-def serve(settings: Settings, bind: list[str] | None, config_path: str) -> None:
+async def _change_user(settings: Settings, email: str, change: str, password: str) -> None:
+    from chat.credentials import Passwords
+    from storage.users import select_user_by_email, update_user_active, update_user_password
+
+    async with migrated_database(settings) as db:
+        user = await select_user_by_email(db, email)
+        if user is None:
+            raise CommandError(f"there is no user with email {email}")
+        if change == "set-password":
+            password_hash = await Passwords.from_settings(settings).hash(password)
+            await update_user_password(db, user.id, password_hash=password_hash)
+        else:
+            await update_user_active(db, user.id, is_active=change == "activate")
+
+
+def change_user(settings: Settings, args: argparse.Namespace) -> int:
+    password = read_password() if args.change == "set-password" else ""
+    with database_errors(settings.database):
+        anyio.run(_change_user, settings, args.email, args.change, password)
+    done = {"activate": "activated", "deactivate": "deactivated", "set-password": "changed"}
+    what = "the password of " if args.change == "set-password" else ""
+    print(f"{done[args.change]} {what}user {args.email.strip().lower()}")
+    return 0
+
+
+def hypercorn_config(path: str) -> HypercornConfig:
+    from hypercorn.config import Config as HypercornConfig
+
+    try:
+        return HypercornConfig.from_toml(path)
+    except OSError as error:
+        raise CommandError(f"cannot read {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise CommandError(f"{path} is not valid TOML: {error}") from None
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    config = hypercorn_config(args.config)
+    if args.bind:
+        config.bind = args.bind
+    # Before anything binds: a database the code cannot use fails here, in one line.
+    with database_errors(settings.database):
+        anyio.run(_check_database, settings)
     from chat.root import serve as serve_app
 
-    config = HypercornConfig.from_toml(config_path)
-    if bind:
-        config.bind = bind
-    anyio.run(serve_app, settings, config, backend_options={"use_uvloop": True})
+    try:
+        anyio.run(serve_app, settings, config, backend_options={"use_uvloop": True})
+    except (OSError, BaseExceptionGroup) as error:
+        bind_error = _bind_error(error)
+        if bind_error is None:
+            raise
+        where = ", ".join(config.bind)
+        raise CommandError(f"cannot listen on {where}: {bind_error.strerror}") from None
+    return 0
+
+
+def _bind_error(error: BaseException) -> OSError | None:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            if (found := _bind_error(inner)) is not None:
+                return found
+        return None
+    return error if isinstance(error, OSError) and error.errno in BIND_ERRORS else None
 
 
 def start() -> Settings:
     """Settings from the environment and logging set up; exit 2 with a one-line error."""
+    from chat.settings import SettingsError, load_settings
+
     try:
         settings = load_settings()
     except SettingsError as error:
@@ -99,27 +195,49 @@ def start() -> Settings:
     return settings
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="parley", description=__doc__)
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"parley {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="serve the API with Hypercorn")
     p_serve.add_argument("--bind", action="append", help="host:port (repeatable)")
-    p_serve.add_argument("--config", default=str(ROOT / "hypercorn.toml"))
-    sub.add_parser("migrate", help="apply the database migrations")
-    p_user = sub.add_parser("create-user", help="create a user")
-    p_user.add_argument("--email")
-    p_user.add_argument("--password", help="prompted for when left out")
-    p_user.add_argument("--display-name")
-    p_user.add_argument("--demo", action="store_true", help="the demo user, random password")
-    args = parser.parse_args(argv)
+    p_serve.add_argument(
+        "--config",
+        default=str(files("chat") / "hypercorn.toml"),
+        help="Hypercorn settings (default: the hypercorn.toml shipped with Parley)",
+    )
+    p_serve.set_defaults(run=serve)
+    sub.add_parser("migrate", help="apply the database migrations").set_defaults(run=migrate)
+    p_create = sub.add_parser("create-user", help="create a user")
+    p_create.add_argument("--email")
+    p_create.add_argument("--password", help="prompted for (or read from stdin) when left out")
+    p_create.add_argument("--display-name")
+    p_create.add_argument("--demo", action="store_true", help="the demo user, random password")
+    p_create.set_defaults(run=create_user)
+    p_user = sub.add_parser("user", help="change an existing user")
+    changes = p_user.add_subparsers(dest="change", required=True)
+    changes.add_parser("activate", help="let the user sign in again")
+    changes.add_parser("deactivate", help="refuse the user's sign-ins and tokens")
+    changes.add_parser(
+        "set-password", help="prompted for twice, or one line from stdin when it is not a terminal"
+    )
+    for change in changes.choices.values():
+        change.add_argument("email", metavar="EMAIL")
+    p_user.set_defaults(run=change_user)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     settings = start()
-    if args.command == "serve":
-        serve(settings, args.bind, args.config)
-    elif args.command == "migrate":
-        migrate(settings)
-    else:
-        return create_user(settings, args)
-    return 0
+    try:
+        code: int = args.run(settings, args)
+    except CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
 
 
 if __name__ == "__main__":

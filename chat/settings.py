@@ -26,6 +26,8 @@ SECONDS = 1.0
 MINUTES = 60 * SECONDS
 HOURS = 60 * MINUTES
 MIN_SECRET_LENGTH = 32
+# What `normalise_url` makes of every URL Parley can use (it has these two drivers).
+SUPPORTED_DATABASES = ("postgresql+asyncpg://", "sqlite+aiosqlite:///")
 
 
 class SettingsError(Exception):
@@ -80,6 +82,21 @@ class Settings(BaseModel):
     events_retained_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     subscriber_queue_size: int = Field(1000, ge=1)
     sse_keepalive_s: float = Field(15 * SECONDS, gt=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, level: object) -> object:
+        return level.strip().upper() if isinstance(level, str) else level
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_scheme(cls, url: str) -> str:
+        if url and not normalise_url(url).startswith(SUPPORTED_DATABASES):
+            scheme = url.split("://", 1)[0] if "://" in url else url
+            raise ValueError(
+                f"unsupported database {scheme!r}; use postgresql://… or sqlite:///PATH"
+            )
+        return url
 
     @field_validator("jwt_secret")
     @classmethod

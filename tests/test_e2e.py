@@ -65,7 +65,7 @@ def test_walkthrough_over_http(tmp_path: Path, env: dict[str, str]) -> None:
         assert http.get(f"{base}/{cid}/messages", headers=headers).status_code == 404
         # A token in a query string must not reach the access log.
         http.get(f"/healthz?token={token}")
-        assert http.get("/readyz").json()["checks"] == {"database": "ok"}
+        assert http.get("/readyz").json()["checks"] == {"database": "ok", "schema": "ok"}
 
         started = time.monotonic()
         assert server.stop() == 0

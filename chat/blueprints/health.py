@@ -9,6 +9,8 @@ from quart_schema import document_response
 
 from chat.schemas import Health
 from chat.services import services
+from chat.settings import Settings
+from storage.revision import database_revision, mismatch
 
 blueprint = Blueprint("health", __name__)
 
@@ -20,16 +22,29 @@ async def get_healthz() -> dict[str, Any]:
     return {"status": "ok", "checks": {}}
 
 
+def assistant(settings: Settings) -> dict[str, str]:
+    """Which assistant answers, as configured."""
+    if settings.assistant_provider == "openai":
+        return {"provider": "openai", "model": settings.openai_model}
+    return {"provider": settings.assistant_provider}
+
+
 @blueprint.get("/readyz")
 @document_response(Health, 200)
 @document_response(Health, 503)
 async def get_readyz() -> tuple[dict[str, Any], int]:
-    """The process can serve: the database answers (and Redis, when configured)."""
+    """The process can serve: the database answers and is at the code's schema revision."""
     checks: dict[str, str] = {}
     try:
-        await services().db.fetch_val("SELECT 1")
+        problem = mismatch(await database_revision(services().db))
         checks["database"] = "ok"
+        checks["schema"] = "ok" if problem is None else f"error: {problem}"
     except Exception as error:  # any failure means not ready; the reason is for operators
         checks["database"] = f"error: {type(error).__name__}"
     ok = all(v == "ok" for v in checks.values())
-    return {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
+    body = {
+        "status": "ok" if ok else "unavailable",
+        "checks": checks,
+        "assistant": assistant(services().settings),
+    }
+    return body, 200 if ok else 503

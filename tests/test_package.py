@@ -1,0 +1,116 @@
+"""The wheel, installed into a fresh virtual environment, migrates and starts from any folder.
+
+Built from a copy of the sources (pip builds in the source tree, and other runs may share it),
+without build isolation (no network); the new environment reaches the dependencies through a
+.pth file to this interpreter's site-packages, so only Parley itself is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = [
+    "pyproject.toml",
+    "README.md",
+    "hypercorn.toml",
+    "chat",
+    "actors",
+    "storage",
+    "migrations",
+]
+
+
+def sh(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module", name="wheel")
+def fixture_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = tmp_path_factory.mktemp("source")
+    for name in SOURCES:
+        if (ROOT / name).is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+            shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=ignore)
+        else:
+            shutil.copy(ROOT / name, source / name)
+    out = tmp_path_factory.mktemp("wheel")
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    sh(*pip, "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", out, ".", cwd=source)
+    (wheel,) = out.glob("parley-*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="module", name="venv")
+def fixture_venv(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
+    venv = tmp_path_factory.mktemp("venv")
+    sh(sys.executable, "-m", "venv", "--without-pip", venv, cwd=venv)
+    python = venv / "bin" / "python"
+    site = sh(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=venv)
+    Path(site.strip(), "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--python", python]
+    sh(*pip, "install", "--quiet", "--no-deps", wheel, cwd=venv)
+    return venv
+
+
+def test_the_wheel_ships_the_migrations_and_the_server_settings(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    revisions = {p.name for p in (ROOT / "migrations" / "versions").glob("*.py")}
+    assert {"migrations/env.py", "migrations/script.py.mako", "chat/hypercorn.toml"} <= names
+    assert {f"migrations/versions/{name}" for name in revisions} <= names
+    shipped = zipfile.ZipFile(wheel).read("chat/hypercorn.toml")
+    assert shipped == (ROOT / "hypercorn.toml").read_bytes()
+
+
+def test_the_installed_parley_migrates_and_starts_from_another_folder(
+    venv: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {
+        "PATH": str(venv / "bin"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'parley.db'}",
+        "PARLEY_VAR_DIR": str(tmp_path / "var"),
+        "LOG_LEVEL": "warning",
+    }
+    parley = venv / "bin" / "parley"
+    where = sh(
+        venv / "bin" / "python",
+        "-c",
+        "import chat; print(chat.__file__)",
+        cwd=elsewhere,
+    )
+    assert Path(where.strip()).is_relative_to(venv), "the test must run the installed copy"
+    assert "latest revision" in sh(parley, "migrate", cwd=elsewhere, env=env)
+    # `serve` reads its default Hypercorn settings and checks the schema, then meets a busy
+    # port: all of start-up but the serving itself, without waiting for a server.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [parley, "serve", "--bind", f"127.0.0.1:{port}"],
+            cwd=elsewhere,
+            env=env | {"LOG_LEVEL": "info"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert os.path.exists(tmp_path / "parley.db")
