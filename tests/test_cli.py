@@ -153,6 +153,15 @@ def test_an_unreachable_database_is_one_line(
     )
 
 
+@pytest.mark.parametrize("args", [("migrate",), ("serve",)])
+def test_a_missing_postgres_database_is_one_line(tmp_path: Path, args: tuple[str, ...]) -> None:
+    if not databases.postgres_available() and not databases.REQUIRED:
+        pytest.skip("PostgreSQL is not reachable")
+    url = databases.PG_ADMIN_URL.rsplit("/", 1)[0] + "/parley_no_such_database"
+    line = one_error_line(run(tmp_path, *args, database_url=url))
+    assert line.endswith(': database "parley_no_such_database" does not exist')
+
+
 @pytest.mark.parametrize("args", [("migrate",), ("serve",), ("create-user", "--email", "a@b.io")])
 def test_a_sqlite_file_in_a_missing_folder_is_one_line(
     tmp_path: Path, args: tuple[str, ...]
@@ -188,6 +197,12 @@ def test_a_port_in_use_is_one_line_and_nothing_claims_to_serve(
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: cannot listen on 127.0.0.1:{busy_port}: Address already in use"
     )
+
+
+def test_a_missing_hypercorn_config_is_one_line(tmp_path: Path, migrated_url: str) -> None:
+    path = tmp_path / "no-such.toml"
+    result = run(tmp_path, "serve", "--config", str(path), database_url=migrated_url)
+    assert one_error_line(result) == f"error: cannot read {path}: No such file or directory"
 
 
 def user(url: str, email: str) -> tuple[bool, str]:
