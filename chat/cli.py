@@ -49,6 +49,7 @@ def alembic_config(settings: Settings) -> AlembicConfig:
 
 
 def migrate(settings: Settings, args: argparse.Namespace) -> int:
+    """`parley migrate`: bring the database to the code's head revision."""
     from alembic import command
 
     with database_errors(settings.database):
@@ -96,6 +97,7 @@ async def _create_user(settings: Settings, email: str, password: str, name: str 
 
 
 def create_user(settings: Settings, args: argparse.Namespace) -> int:
+    """`parley create-user`: a user with a password read from the terminal or stdin."""
     if args.demo:
         email, name, password = DEMO_EMAIL, "Demo", secrets.token_urlsafe(12)
     else:
@@ -131,6 +133,7 @@ async def _change_user(settings: Settings, email: str, change: str, password: st
 
 
 def change_user(settings: Settings, args: argparse.Namespace) -> int:
+    """`parley user activate|deactivate|set-password EMAIL`."""
     password = read_password() if args.change == "set-password" else ""
     with database_errors(settings.database):
         anyio.run(_change_user, settings, args.email, args.change, password)
@@ -141,6 +144,7 @@ def change_user(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def hypercorn_config(path: str) -> HypercornConfig:
+    """Hypercorn's settings from a TOML file; `CommandError` if it cannot be read."""
     from hypercorn.config import Config as HypercornConfig
 
     try:
@@ -152,6 +156,7 @@ def hypercorn_config(path: str) -> HypercornConfig:
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
+    """`parley serve`: check the database, bind, serve until SIGINT/SIGTERM."""
     config = hypercorn_config(args.config)
     if args.bind:
         config.bind = args.bind
