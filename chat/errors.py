@@ -32,11 +32,14 @@ CODES = {
 class APIError(Exception):
     """An answer with a status, a stable code and a readable detail."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
+        self.headers = headers
 
 
 def not_found() -> APIError:
@@ -89,7 +92,7 @@ def register_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(APIError)
     async def handle_api_error(error: APIError) -> Response:
-        return error_response(error.status, error.code, error.detail)
+        return error_response(error.status, error.code, error.detail, error.headers)
 
     @app.errorhandler(RequestSchemaValidationError)
     async def handle_validation(error: RequestSchemaValidationError) -> Response:

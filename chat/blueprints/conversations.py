@@ -87,7 +87,9 @@ async def send_message(
             )
             return command, await command.accepted.wait()
     except TimeoutError:
-        raise APIError(503, "unavailable", "The conversation is busy, try again") from None
+        raise APIError(
+            503, "unavailable", "The conversation is busy, try again", {"Retry-After": "1"}
+        ) from None
 
 
 def publish_change(type: str, conversation: Conversation) -> None:
