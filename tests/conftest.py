@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from databases import Database
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
@@ -15,6 +16,7 @@ from chat.app import create_app
 from chat.root import running_services
 from chat.services import Services
 from chat.settings import Settings, load_settings
+from storage.database import create_database
 from tests import databases
 
 SECRET = "test-secret-" + "x" * 40
@@ -59,6 +61,17 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
         **{k.upper(): str(v) for k, v in overrides.items()},
     }
     return load_settings(environ)
+
+
+@pytest.fixture(name="db")
+async def fixture_db(database_url: str) -> AsyncIterator[Database]:
+    """A connection pool on a migrated, empty database of each backend, without the app."""
+    db = create_database(database_url)
+    await db.connect()
+    try:
+        yield db
+    finally:
+        await db.disconnect()
 
 
 @pytest.fixture(name="settings")

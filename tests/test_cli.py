@@ -226,16 +226,16 @@ def password_is(tmp_path: Path, url: str, email: str, password: str) -> bool:
     return anyio.run(passwords.verify, user(url, email)[1], password)
 
 
-def test_deactivate_and_activate_a_user(tmp_path: Path, migrated_url: str) -> None:
+def create_ann(tmp_path: Path, url: str, email: str = "ann@example.com") -> None:
+    """Create a user through the CLI, its password read from stdin."""
     created = run(
-        tmp_path,
-        "create-user",
-        "--email",
-        "Ann@Example.com",
-        input=PASSWORD + "\n",
-        database_url=migrated_url,
+        tmp_path, "create-user", "--email", email, input=PASSWORD + "\n", database_url=url
     )
     assert created.returncode == 0, created.stderr
+
+
+def test_deactivate_and_activate_a_user(tmp_path: Path, migrated_url: str) -> None:
+    create_ann(tmp_path, migrated_url, "Ann@Example.com")
     result = run(tmp_path, "user", "deactivate", "ann@example.com", database_url=migrated_url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "deactivated user ann@example.com"
@@ -259,14 +259,7 @@ def test_an_unknown_email_is_one_line(tmp_path: Path, migrated_url: str) -> None
 
 
 def test_set_password_reads_one_line_from_stdin(tmp_path: Path, migrated_url: str) -> None:
-    run(
-        tmp_path,
-        "create-user",
-        "--email",
-        "ann@example.com",
-        input=PASSWORD + "\n",
-        database_url=migrated_url,
-    )
+    create_ann(tmp_path, migrated_url)
     result = run(
         tmp_path,
         "user",
@@ -344,14 +337,7 @@ async def read_terminal(fd: int) -> bytes:
 
 
 def test_set_password_prompts_twice_at_a_terminal(tmp_path: Path, migrated_url: str) -> None:
-    run(
-        tmp_path,
-        "create-user",
-        "--email",
-        "ann@example.com",
-        input=PASSWORD + "\n",
-        database_url=migrated_url,
-    )
+    create_ann(tmp_path, migrated_url)
     args = ["user", "set-password", "ann@example.com"]
     code, output = on_a_terminal(tmp_path, migrated_url, args, ["typed twice", "typed twice"])
     assert code == 0, output

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -22,7 +22,6 @@ from sqlalchemy.sql import ClauseElement, visitors
 import storage
 from storage.compiled import Statement
 from storage.conversations import insert_conversation
-from storage.database import create_database
 from storage.errors import UnsupportedDialect
 from storage.messages import insert_message
 from storage.rows import Conversation, Message, User, as_uuid
@@ -203,16 +202,6 @@ def with_values(statement: ClauseElement, values: dict[str, Any]) -> ClauseEleme
 
 def test_every_statement_has_a_case() -> None:
     assert set(storage_statements()) == set(CASES), "add a case to CASES for each new Statement"
-
-
-@pytest.fixture(name="db")
-async def fixture_db(database_url: str) -> AsyncIterator[Database]:
-    db = create_database(database_url)
-    await db.connect()
-    try:
-        yield db
-    finally:
-        await db.disconnect()
 
 
 async def make_state(db: Database) -> State:

@@ -4,7 +4,6 @@ errors from both backends, and the reason a reply failed kept and returned."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ from actors.wire import message_json
 from chat.schemas import MessageResponse
 from chat.services import Services
 from storage.conversations import insert_conversation, soft_delete_conversation
-from storage.database import create_database
 from storage.errors import Conflict, NotFound
 from storage.messages import (
     insert_message,
@@ -29,16 +27,6 @@ from tests.conftest import Register, auth
 
 pytestmark = pytest.mark.anyio
 BASE = "/api/v1/chat/conversations"
-
-
-@pytest.fixture(name="db")
-async def fixture_db(database_url: str) -> AsyncIterator[Database]:
-    db = create_database(database_url)
-    await db.connect()
-    try:
-        yield db
-    finally:
-        await db.disconnect()
 
 
 async def new_user(db: Database) -> uuid.UUID:
@@ -192,31 +180,23 @@ async def test_integrity_errors_map_the_same_on_both_backends(db: Database) -> N
     assert total == 1
 
 
-async def test_a_retry_after_delete_answers_404(client: Client, register: Register) -> None:
-    me = await register()
-    cid = (await (await client.post(BASE, json={}, headers=auth(me))).get_json())["id"]
-    key = {"Idempotency-Key": "retry-after-delete"}
-    url = f"{BASE}/{cid}/messages"
-    first = await client.post(url, json={"message": "hi"}, headers=auth(me) | key)
-    assert first.status_code == 201
-    assert (await client.delete(f"{BASE}/{cid}", headers=auth(me))).status_code == 204
-    retry = await client.post(url, json={"message": "hi"}, headers=auth(me) | key)
-    assert retry.status_code == 404
-    assert (await retry.get_json())["code"] == "not_found"
-
-
-async def test_a_retry_after_delete_elsewhere_answers_404(
-    client: Client, register: Register, services: Services
+@pytest.mark.parametrize("deleted_by", ["route", "elsewhere"])
+async def test_a_retry_after_delete_answers_404(
+    client: Client, register: Register, services: Services, deleted_by: str
 ) -> None:
-    """Deleted by another process (or between the route's checks): this process's actor is
-    still live and only the store can refuse the old answer."""
+    """Deleted through the route, or by another process (or between the route's checks):
+    then this process's actor is still live and only the store can refuse the old answer."""
     me = await register()
     cid = (await (await client.post(BASE, json={}, headers=auth(me))).get_json())["id"]
     key = {"Idempotency-Key": "retry-after-delete"}
     url = f"{BASE}/{cid}/messages"
     first = await client.post(url, json={"message": "hi"}, headers=auth(me) | key)
     assert first.status_code == 201
-    assert await soft_delete_conversation(services.db, uuid.UUID(me["user_id"]), uuid.UUID(cid))
+    if deleted_by == "route":
+        assert (await client.delete(f"{BASE}/{cid}", headers=auth(me))).status_code == 204
+    else:
+        user_id, conversation_id = uuid.UUID(me["user_id"]), uuid.UUID(cid)
+        assert await soft_delete_conversation(services.db, user_id, conversation_id)
     retry = await client.post(url, json={"message": "hi"}, headers=auth(me) | key)
     assert retry.status_code == 404
     assert (await retry.get_json())["code"] == "not_found"
