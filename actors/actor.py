@@ -203,7 +203,10 @@ class ConversationActor:
             self.conversation = replace(
                 self.conversation, total_messages=message.seq, updated_at=message.created_at
             )
-            self._publish("message", {"message": message_json(message)})
+            stored: dict[str, Any] = {"message": message_json(message)}
+            if command.origin is not None:
+                stored["origin"] = command.origin
+            self._publish("message", stored)
         draft = _Draft(uuid.uuid4(), [], {})
         command.accepted.set(Accepted(message, draft.id, duplicate=not new))
         try:

@@ -62,6 +62,8 @@ class PostMessage:
     idempotency_key: str | None = None
     # False for a synchronous POST: see `ReplyRequest.paced`.
     paced: bool = True
+    # The connection that sent it, named in the `message` event (see `chat.operations`).
+    origin: str | None = None
     accepted: Outcome[Accepted] = field(default_factory=Outcome)
     finished: Outcome[Message] = field(default_factory=Outcome)
 

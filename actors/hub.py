@@ -9,6 +9,7 @@ conversations are live.
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 from collections import OrderedDict, deque
@@ -29,20 +30,44 @@ class HubLimits:
     queue_size: int = 1000
 
 
-class Subscription:
-    """One subscriber's bounded queue of events; iterate it to receive them in order."""
+class Subscriber:
+    """What the hub delivers to: `offer` never waits. Subclasses decide where events go.
 
-    def __init__(self, hub: Hub, topic: uuid.UUID, size: int) -> None:
+    A subscriber is registered under one topic: a conversation (`Hub.subscribe`) or a user
+    (`Hub.subscribe_user`). `reset_first` is set when its replay position could not be
+    honoured; `cut_off` once it is ended (and why).
+    """
+
+    def __init__(self, hub: Hub, topic: uuid.UUID) -> None:
         self._hub = hub
         self.topic = topic
-        self._send: MemoryObjectSendStream[Event]
-        self._receive: MemoryObjectReceiveStream[Event]
-        self._send, self._receive = anyio.create_memory_object_stream[Event](size)
-        # Set when the subscriber must reload: its queue overflowed, or its replay position
-        # was unknown. `reset_first` is delivered before anything else.
         self.reset_first: str | None = None
         self.cut_off: str | None = None
         self.last_offered = anyio.current_time()
+
+    def offer(self, event: Event) -> None:
+        """Take an event without waiting; one that cannot keep up ends itself."""
+        raise NotImplementedError
+
+    def end(self, reason: str = "closed") -> None:
+        """Stop delivering (shutdown, or too slow)."""
+        if self.cut_off is None:
+            self.cut_off = reason
+            self._hub.unsubscribe(self)
+
+    def close(self) -> None:
+        """Release the subscription (the subscriber went away)."""
+        self._hub.unsubscribe(self)
+
+
+class Subscription(Subscriber):
+    """One subscriber's own bounded queue of events; `receive` them in order."""
+
+    def __init__(self, hub: Hub, topic: uuid.UUID, size: int) -> None:
+        super().__init__(hub, topic)
+        self._send: MemoryObjectSendStream[Event]
+        self._receive: MemoryObjectReceiveStream[Event]
+        self._send, self._receive = anyio.create_memory_object_stream[Event](size)
 
     def offer(self, event: Event) -> None:
         """Queue an event without waiting; a full queue cuts the subscriber off."""
@@ -52,19 +77,15 @@ class Subscription:
             self._send.send_nowait(event)
             self.last_offered = anyio.current_time()
         except anyio.WouldBlock:
-            self._end("too_slow")
+            self.end("too_slow")
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._hub.unsubscribe(self)
-
-    def _end(self, reason: str) -> None:
-        self.cut_off = reason
-        self._send.close()
-        self._hub.unsubscribe(self)
 
     def end(self, reason: str = "closed") -> None:
         """Stop delivering; the subscriber gets what is queued, then the stream ends."""
         if self.cut_off is None:
-            self._end(reason)
+            super().end(reason)
+            self._send.close()
 
     async def receive(self) -> Event | None:
         """The next event, or `None` at the end of the stream."""
@@ -84,8 +105,7 @@ class Subscription:
         return events
 
     def close(self) -> None:
-        """Release the subscription (the subscriber went away)."""
-        self._hub.unsubscribe(self)
+        super().close()
         self._send.close()
         self._receive.close()
 
@@ -106,7 +126,7 @@ class _Log:
         self.next_seq = 1
         self.events: deque[Event] = deque()
         self.size = 0
-        self.subscribers: set[Subscription] = set()
+        self.subscribers: set[Subscriber] = set()
         self.last_at = 0.0
 
 
@@ -117,7 +137,7 @@ class Hub:
         self.limits = limits or HubLimits()
         # Least recently active first: trimming for the byte budget starts there.
         self._logs: OrderedDict[uuid.UUID, _Log] = OrderedDict()
-        self._user_subscribers: dict[uuid.UUID, set[Subscription]] = {}
+        self._user_subscribers: dict[uuid.UUID, set[Subscriber]] = {}
         self._bytes = 0
         self._closed = False
 
@@ -162,12 +182,18 @@ class Hub:
         return event
 
     def subscribe(self, conversation_id: uuid.UUID, since: Position | None = None) -> Subscription:
-        """Subscribe to a conversation: the events after `since` that are retained, then live.
+        """Subscribe to a conversation: the events after `since` that are retained, then live."""
+        subscription = Subscription(self, conversation_id, self.limits.queue_size)
+        self.attach(subscription, since)
+        return subscription
+
+    def attach(self, subscriber: Subscriber, since: Position | None = None) -> None:
+        """Register a subscriber of its topic's conversation, replaying after `since` first.
 
         Replay and registration happen with no await in between, so nothing published in the
         meantime can be missed or delivered twice.
         """
-        subscription = Subscription(self, conversation_id, self.limits.queue_size)
+        conversation_id = subscriber.topic
         now = anyio.current_time()
         log = self._logs.get(conversation_id)
         if log is None:
@@ -177,26 +203,42 @@ class Hub:
         if since is not None:
             replay = self._replay(log, since)
             if replay is None:
-                subscription.reset_first = "unknown_position"
+                subscriber.reset_first = "unknown_position"
             else:
                 for event in replay:
-                    subscription.offer(event)
+                    subscriber.offer(event)
         if self._closed:
-            subscription.end()
-        elif subscription.cut_off is None:
-            log.subscribers.add(subscription)
-        return subscription
+            subscriber.end()
+        elif subscriber.cut_off is None:
+            log.subscribers.add(subscriber)
 
     def subscribe_user(self, user_id: uuid.UUID) -> Subscription:
         """Subscribe to every event of a user's conversations, from now on."""
         subscription = Subscription(self, user_id, self.limits.queue_size)
-        if self._closed:
-            subscription.end()
-        else:
-            self._user_subscribers.setdefault(user_id, set()).add(subscription)
+        self.attach_user(subscription)
         return subscription
 
-    def unsubscribe(self, subscription: Subscription) -> None:
+    def attach_user(self, subscriber: Subscriber) -> None:
+        """Register a subscriber of every event of its topic's (a user's) conversations."""
+        if self._closed:
+            subscriber.end()
+        else:
+            self._user_subscribers.setdefault(subscriber.topic, set()).add(subscriber)
+
+    def signal(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, type: str, payload: dict[str, Any]
+    ) -> None:
+        """Tell a user's subscribers something passing (`typing`): not numbered, not retained."""
+        subscribers = self._user_subscribers.get(user_id)
+        if not subscribers:
+            return
+        body = {"type": type, "conversation_id": str(conversation_id), **payload}
+        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        event = Event(conversation_id, user_id, type, "", 0, data, anyio.current_time(), None, b"")
+        for subscriber in tuple(subscribers):
+            subscriber.offer(event)
+
+    def unsubscribe(self, subscription: Subscriber) -> None:
         log = self._logs.get(subscription.topic)
         if log is not None:
             log.subscribers.discard(subscription)

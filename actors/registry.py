@@ -126,9 +126,10 @@ class Registry:
         idempotency_key: str | None = None,
         *,
         paced: bool = True,
+        origin: str | None = None,
     ) -> PostMessage:
         """Hand a message to the conversation's actor; wait on the command's outcomes."""
-        command = PostMessage(user_id, content, idempotency_key, paced)
+        command = PostMessage(user_id, content, idempotency_key, paced, origin)
         for _ in range(2):
             entry = await self._entry(user_id, conversation_id)
             try:

@@ -215,6 +215,8 @@ class MessageEvent(_Event):
 
     type: Literal["message"]
     message: MessageResponse
+    # The WebSocket that sent it, when one did: a client's other sockets tell theirs apart.
+    origin: str | None = None
 
 
 class ChunkEvent(_Event):

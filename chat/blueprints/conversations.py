@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-import anyio
 from quart import Blueprint, Response, request
 from quart_schema import (
     document_response,
@@ -14,10 +13,9 @@ from quart_schema import (
     validate_request,
 )
 
-from actors.commands import Accepted, PostMessage
 from actors.wire import conversation_json, message_json
+from chat import operations
 from chat.auth import current_user, require_user
-from chat.errors import APIError, not_found
 from chat.openapi import document_empty, document_headers
 from chat.schemas import (
     ConversationData,
@@ -32,22 +30,10 @@ from chat.schemas import (
     TitleData,
 )
 from chat.services import services
-from storage.conversations import (
-    insert_conversation,
-    select_conversations,
-    soft_delete_conversation,
-    update_conversation_title,
-)
-from storage.messages import select_messages
-from storage.rows import Conversation
 
 blueprint = Blueprint("conversations", __name__, url_prefix="/api/v1/chat/conversations")
 security_scheme_blueprint(blueprint, [{"bearer": []}])
 
-DEFAULT_TITLE = "New conversation"
-# How long a caller waits for a busy conversation's actor to take its message.
-ACCEPT_DEADLINE_S = 30.0
-MAX_IDEMPOTENCY_KEY = 200
 JSONDict = dict[str, Any]
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
@@ -57,7 +43,7 @@ IDEMPOTENCY_KEY = {
     "schema": {
         "type": "string",
         "minLength": 1,
-        "maxLength": MAX_IDEMPOTENCY_KEY,
+        "maxLength": operations.MAX_IDEMPOTENCY_KEY,
         "pattern": r"\S",
     },
 }
@@ -70,50 +56,8 @@ PREFER = {
 }
 
 
-async def send_message(
-    conversation_id: UUID, content: str, key: str | None, *, paced: bool = True
-) -> tuple[PostMessage, Accepted]:
-    """Deliver a message to the conversation's actor and wait until it is stored (routes 4, 7).
-
-    `paced=False` lets the reply come as fast as the model gives it: nobody reads it token by
-    token. 503 if storing takes longer than `ACCEPT_DEADLINE_S` (the actor is busy or the
-    server is overloaded); the command may still be carried out, and a retry with the same
-    `Idempotency-Key` then returns it.
-    """
-    try:
-        with anyio.fail_after(ACCEPT_DEADLINE_S):
-            command = await services().registry.post_message(
-                current_user().id, conversation_id, content, key, paced=paced
-            )
-            return command, await command.accepted.wait()
-    except TimeoutError:
-        raise APIError(
-            503, "unavailable", "The conversation is busy, try again", {"Retry-After": "1"}
-        ) from None
-
-
-def publish_change(type: str, conversation: Conversation) -> None:
-    """Tell the conversation's subscribers (and its owner's) what became of it."""
-    services().hub.publish(
-        conversation.id,
-        conversation.user_id,
-        type,
-        {"conversation": conversation_json(conversation)},
-    )
-
-
 def idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    key = key.strip()
-    if not key or len(key) > MAX_IDEMPOTENCY_KEY:
-        raise APIError(
-            422,
-            "validation_error",
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
-        )
-    return key
+    return operations.check_idempotency_key(request.headers.get("Idempotency-Key"))
 
 
 @blueprint.get("")
@@ -124,15 +68,9 @@ def idempotency_key() -> str | None:
 @validate_querystring(ConversationFilter)
 async def get_conversations(query_args: ConversationFilter) -> JSONDict:
     """List my conversations, most recently active first."""
-    items, total = await select_conversations(
-        services().db, current_user().id, offset=query_args.offset, limit=query_args.limit
+    return await operations.list_conversations(
+        services(), current_user().id, offset=query_args.offset, limit=query_args.limit
     )
-    return {
-        "items": [conversation_json(c) for c in items],
-        "total": total,
-        "offset": query_args.offset,
-        "limit": query_args.limit,
-    }
 
 
 @blueprint.post("")
@@ -143,14 +81,7 @@ async def get_conversations(query_args: ConversationFilter) -> JSONDict:
 @validate_request(ConversationData)
 async def post_conversation(data: ConversationData) -> tuple[JSONDict, int]:
     """Start a conversation; without a title it gets one from its first message."""
-    found = services()
-    conversation = await insert_conversation(
-        found.db,
-        user_id=current_user().id,
-        title=data.title or DEFAULT_TITLE,
-        title_set_by_user=bool(data.title),
-        retention_days=found.settings.retention_days,
-    )
+    conversation = await operations.create_conversation(services(), current_user().id, data.title)
     return conversation_json(conversation), 201
 
 
@@ -163,22 +94,13 @@ async def post_conversation(data: ConversationData) -> tuple[JSONDict, int]:
 @validate_querystring(MessageFilter)
 async def get_messages(conversation_id: UUID, query_args: MessageFilter) -> JSONDict:
     """List a conversation's messages, oldest first."""
-    page = await select_messages(
-        services().db,
+    return await operations.get_messages(
+        services(),
         current_user().id,
         conversation_id,
         offset=query_args.offset,
         limit=query_args.limit,
     )
-    if page is None:
-        raise not_found()
-    items, total = page
-    return {
-        "items": [message_json(m) for m in items],
-        "total": total,
-        "offset": query_args.offset,
-        "limit": query_args.limit,
-    }
 
 
 @blueprint.post("/<uuid:conversation_id>/messages")
@@ -202,8 +124,13 @@ async def post_message(conversation_id: UUID, data: MessageData) -> tuple[JSONDi
     the first answer and store nothing new.
     """
     respond_async = "respond-async" in request.headers.get("Prefer", "")
-    command, accepted = await send_message(
-        conversation_id, data.message, idempotency_key(), paced=respond_async
+    command, accepted = await operations.send_message(
+        services(),
+        current_user().id,
+        conversation_id,
+        data.message,
+        idempotency_key(),
+        paced=respond_async,
     )
     if respond_async:
         return message_json(accepted.message), 202
@@ -219,13 +146,9 @@ async def post_message(conversation_id: UUID, data: MessageData) -> tuple[JSONDi
 @validate_request(TitleData)
 async def patch_title(conversation_id: UUID, data: TitleData) -> JSONDict:
     """Rename a conversation; an automatic title never replaces this one."""
-    conversation = await update_conversation_title(
-        services().db, current_user().id, conversation_id, title=data.title, by_user=True
+    conversation = await operations.rename_conversation(
+        services(), current_user().id, conversation_id, data.title
     )
-    if conversation is None:
-        raise not_found()
-    services().registry.update_conversation(conversation)
-    publish_change("conversation_updated", conversation)
     return conversation_json(conversation)
 
 
@@ -236,10 +159,5 @@ async def patch_title(conversation_id: UUID, data: TitleData) -> JSONDict:
 @require_user
 async def delete_conversation(conversation_id: UUID) -> Response:
     """Delete a conversation; it answers 404 everywhere from then on."""
-    found = services()
-    conversation = await soft_delete_conversation(found.db, current_user().id, conversation_id)
-    if conversation is None:
-        raise not_found()
-    found.registry.discard(conversation_id)
-    publish_change("conversation_deleted", conversation)
+    await operations.delete_conversation(services(), current_user().id, conversation_id)
     return Response(status=204)

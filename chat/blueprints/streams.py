@@ -9,10 +9,11 @@ from uuid import UUID
 from quart import Blueprint, Response, request
 from quart_schema import document_response, security_scheme_blueprint, validate_querystring
 
-from actors.events import Position
+from actors.hub import Subscription
 from actors.wire import message_json
+from chat import operations
 from chat.auth import current_user, require_user
-from chat.blueprints.conversations import IDEMPOTENCY_KEY, idempotency_key, send_message
+from chat.blueprints.conversations import IDEMPOTENCY_KEY, idempotency_key
 from chat.openapi import document_headers
 from chat.schemas import CancelResult, Error, EventStream, StreamFilter
 from chat.services import services
@@ -52,8 +53,8 @@ async def get_stream(conversation_id: UUID, query_args: StreamFilter) -> Respons
     # checks ownership (404), and then the subscription is dropped unread.
     subscription = found.hub.subscribe(conversation_id)
     try:
-        command, accepted = await send_message(
-            conversation_id, query_args.message, idempotency_key()
+        command, accepted = await operations.send_message(
+            found, current_user().id, conversation_id, query_args.message, idempotency_key()
         )
     except BaseException:
         subscription.close()
@@ -93,12 +94,9 @@ async def get_events(conversation_id: UUID) -> Response:
     first; a position that cannot be honoured gets a `reset` event (reload the messages).
     """
     found = services()
-    await found.registry.check_owner(current_user().id, conversation_id)
-    header = request.headers.get("Last-Event-ID")
-    since = Position.parse(header)
-    if header and since is None:
-        since = Position("unreadable", 0)
-    subscription = found.hub.subscribe(conversation_id, since)
+    since = operations.parse_position(request.headers.get("Last-Event-ID"))
+    subscription = Subscription(found.hub, conversation_id, found.hub.limits.queue_size)
+    await operations.follow(found, current_user().id, conversation_id, subscription, since)
 
     async def frames() -> AsyncIterator[bytes]:
         with subscription:
@@ -115,6 +113,5 @@ async def get_events(conversation_id: UUID) -> Response:
 @require_user
 async def post_cancel(conversation_id: UUID) -> tuple[dict[str, bool], int]:
     """Stop the reply being generated; what was generated is kept, marked `cancelled`."""
-    found = services()
-    await found.registry.check_owner(current_user().id, conversation_id)
-    return {"cancelled": found.registry.cancel_reply(conversation_id)}, 202
+    cancelled = await operations.cancel_reply(services(), current_user().id, conversation_id)
+    return {"cancelled": cancelled}, 202
