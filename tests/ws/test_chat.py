@@ -168,7 +168,9 @@ async def test_a_second_socket_of_the_user_sees_everything(
 
         # The auto-title reaches both sockets as a notification.
         def titled(f: Frame) -> bool:
-            return f["type"] == "notification" and f["data"]["conversation"]["title"] == QUESTION
+            return bool(
+                f["type"] == "notification" and f["data"]["conversation"]["title"] == QUESTION
+            )
 
         for socket in (first, second):
             if not any(titled(f) for f in socket.frames):
