@@ -11,6 +11,7 @@ from chat.errors import register_error_handlers
 from chat.openapi import ParleyOpenAPIProvider
 from chat.services import EXTENSION, Services
 from chat.version import package_version
+from chat.ws import endpoint as ws
 
 SECONDS = 1
 
@@ -39,7 +40,7 @@ def create_app(services: Services) -> Quart:
         security_schemes={"bearer": HttpSecurityScheme(scheme="bearer", bearer_format="JWT")},
         openapi_provider_class=ParleyOpenAPIProvider,
     )
-    for module in (health, auth, conversations, streams, docs):
+    for module in (health, auth, conversations, streams, docs, ws):
         app.register_blueprint(module.blueprint)
     register_error_handlers(app)
     app.extensions[EXTENSION] = services

@@ -116,10 +116,14 @@ class Tokens:
 
     def verify(self, token: str) -> uuid.UUID:
         """The user id of a valid token; `APIError(401)` for anything else."""
+        return self.check(token)[0]
+
+    def check(self, token: str) -> tuple[uuid.UUID, float]:
+        """The user id and expiry (Unix seconds) of a valid token; `APIError(401)` otherwise."""
         try:
             decoded = jwt.decode(token, self.key, algorithms=[self.algorithm])
             self._claims.validate(decoded.claims)
-            return uuid.UUID(str(decoded.claims["sub"]))
+            return uuid.UUID(str(decoded.claims["sub"])), float(decoded.claims["exp"])
         except (JoseError, ValueError, TypeError) as error:
             raise unauthenticated("Invalid or expired token") from error
 

@@ -86,33 +86,46 @@ class UTF8Request(Request):
             raise BadRequest("the body is not valid UTF-8") from None
 
 
+def describe(error: Exception) -> tuple[int, str, str | list[dict[str, Any]]] | None:
+    """The status, code and detail of an error a client may see, or `None` for a bug.
+
+    The one mapping of our errors for every door: the HTTP handlers below and the WebSocket's
+    `error` frames (`chat/ws/`) both read it.
+    """
+    if isinstance(error, APIError):
+        return error.status, error.code, error.detail
+    if isinstance(error, (NotFound, ConversationGone)):
+        return 404, "not_found", "Not found"
+    if isinstance(error, Conflict):
+        return 409, "conflict", str(error)
+    if isinstance(error, ActorUnavailable):
+        return 503, "unavailable", str(error)
+    if isinstance(error, ValidationError):
+        return 422, "validation_error", _field_errors(error)
+    return None
+
+
 def register_error_handlers(app: Quart) -> None:
     """Map every error to the contract's answer (and read bodies with `UTF8Request`)."""
     app.request_class = UTF8Request
 
     @app.errorhandler(APIError)
-    async def handle_api_error(error: APIError) -> Response:
-        return error_response(error.status, error.code, error.detail, error.headers)
+    @app.errorhandler(NotFound)
+    @app.errorhandler(ConversationGone)
+    @app.errorhandler(Conflict)
+    @app.errorhandler(ActorUnavailable)
+    async def handle_known(error: Exception) -> Response:
+        described = describe(error)
+        assert described is not None
+        status, code, detail = described
+        headers = error.headers if isinstance(error, APIError) else None
+        if status == 503:
+            headers = {"Retry-After": "1"} | (headers or {})
+        return error_response(status, code, detail, headers)
 
     @app.errorhandler(RequestSchemaValidationError)
     async def handle_validation(error: RequestSchemaValidationError) -> Response:
         return error_response(422, "validation_error", _field_errors(error.validation_error))
-
-    @app.errorhandler(NotFound)
-    async def handle_not_found(error: NotFound) -> Response:
-        return error_response(404, "not_found", "Not found")
-
-    @app.errorhandler(ConversationGone)
-    async def handle_gone(error: ConversationGone) -> Response:
-        return error_response(404, "not_found", "Not found")
-
-    @app.errorhandler(Conflict)
-    async def handle_conflict(error: Conflict) -> Response:
-        return error_response(409, "conflict", str(error))
-
-    @app.errorhandler(ActorUnavailable)
-    async def handle_unavailable(error: ActorUnavailable) -> Response:
-        return error_response(503, "unavailable", str(error), {"Retry-After": "1"})
 
     @app.errorhandler(HTTPException)
     async def handle_http(error: HTTPException) -> Response:

@@ -163,6 +163,11 @@ async def cancel_reply(found: Services, user_id: UUID, conversation_id: UUID) ->
     return found.registry.cancel_reply(conversation_id)
 
 
+async def check_owner(found: Services, user_id: UUID, conversation_id: UUID) -> None:
+    """404 unless the conversation is the user's, and not deleted."""
+    await found.registry.check_owner(user_id, conversation_id)
+
+
 async def follow(
     found: Services,
     user_id: UUID,

@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
+import limits
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -82,6 +83,22 @@ class Settings(BaseModel):
     events_retained_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     subscriber_queue_size: int = Field(1000, ge=1)
     sse_keepalive_s: float = Field(15 * SECONDS, gt=0)
+    # The WebSocket (`/ws/chat`).
+    ws_max_sockets_per_user: int = Field(10, ge=1)
+    ws_queue_size: int = Field(1000, ge=1)
+    ws_message_rate: str = "30/minute"
+    ws_typing_rate: str = "5/10seconds"
+
+    @field_validator("ws_message_rate", "ws_typing_rate")
+    @classmethod
+    def _check_rate(cls, rate: str) -> str:
+        try:
+            limits.parse(rate)
+        except ValueError:
+            raise ValueError(
+                f"{rate!r} is not a rate such as '30/minute' or '5/10seconds'"
+            ) from None
+        return rate
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -1,0 +1,71 @@
+"""`/ws/chat`: authenticate before accepting, then run the socket on the `chat` protocol."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from quart import Blueprint, current_app, websocket
+
+from chat.credentials import authenticate
+from chat.errors import APIError
+from chat.services import services
+from chat.ws.chat import chat_protocol
+from chat.ws.router import Router
+from chat.ws.socket import POLICY, ChatSocket
+
+blueprint = Blueprint("ws", __name__)
+PROTOCOL = "parley.ws.chat"
+OPEN = "parley.ws.open"
+
+
+def _token() -> str:
+    token = websocket.args.get("token", "")
+    if not token:
+        scheme, _, value = websocket.headers.get("Authorization", "").partition(" ")
+        token = value if scheme.lower() == "bearer" else ""
+    return token.strip()
+
+
+@blueprint.websocket("/ws/chat")
+async def ws_chat() -> None:
+    """The chat WebSocket (docs/websocket.md).
+
+    The token is checked before the handshake is accepted: a bad one, or one more socket than
+    `WS_MAX_SOCKETS_PER_USER`, is refused with close code 1008 (sent as HTTP 403, since no
+    WebSocket exists yet to carry a close frame).
+    """
+    found = services()
+    try:
+        token = _token()
+        user = await authenticate(found.db, found.tokens, found.users, token)
+        _, expires_at = found.tokens.check(token)
+    except APIError as refused:
+        await websocket.close(POLICY, refused.code)
+        return
+    open_sockets: Counter[object] = current_app.extensions.setdefault(OPEN, Counter())
+    if open_sockets[user.id] >= found.settings.ws_max_sockets_per_user:
+        await websocket.close(POLICY, "too many sockets")
+        return
+    router: Router = current_app.extensions.get(PROTOCOL) or current_app.extensions.setdefault(
+        PROTOCOL, chat_protocol(found)
+    )
+    await websocket.accept()
+    open_sockets[user.id] += 1
+    socket = ChatSocket(
+        found.hub,
+        user,
+        expires_at,
+        websocket._get_current_object(),  # type: ignore[attr-defined]
+        found.settings.ws_queue_size,
+    )
+    try:
+        await socket.run(router)
+    finally:
+        # Cleaned up here, not in `after_websocket`: that is not called on a disconnect
+        # (quart #337).
+        open_sockets[user.id] -= 1
+        if not open_sockets[user.id]:
+            del open_sockets[user.id]
+    if socket.closing is not None:
+        code, reason = socket.closing
+        await websocket.close(code, reason)
