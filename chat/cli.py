@@ -197,6 +197,9 @@ def start() -> Settings:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Alembic names each of its plugins at INFO on every start: noise, not progress.
+    if settings.log_level != "DEBUG":
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     return settings
 
 
