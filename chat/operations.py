@@ -127,7 +127,7 @@ async def delete_conversation(found: Services, user_id: UUID, conversation_id: U
     publish_change(found, "conversation_deleted", conversation)
 
 
-async def send_message(
+async def post_message(
     found: Services,
     user_id: UUID,
     conversation_id: UUID,
@@ -136,25 +136,50 @@ async def send_message(
     *,
     paced: bool = True,
     origin: str | None = None,
-) -> tuple[PostMessage, Accepted]:
-    """Deliver a message to the conversation's actor and wait until it is stored.
+) -> PostMessage:
+    """Deliver a message to the conversation's mailbox (404 unless it is the user's).
 
     `paced=False` lets the reply come as fast as the model gives it: nobody reads it token by
     token. `origin` names the sending connection in the `message` event, so the user's other
-    connections can tell the message came from elsewhere. 503 if storing takes longer than
-    `ACCEPT_DEADLINE_S` (the actor is busy or the server is overloaded); the command may still
-    be carried out, and a retry with the same `Idempotency-Key` then returns it.
+    connections can tell the message came from elsewhere. Waiting for it to be stored is
+    `accepted`: a caller that must stay responsive meanwhile (a socket) waits elsewhere.
     """
     try:
         with anyio.fail_after(ACCEPT_DEADLINE_S):
-            command = await found.registry.post_message(
+            return await found.registry.post_message(
                 user_id, conversation_id, content, key, paced=paced, origin=origin
             )
-            return command, await command.accepted.wait()
     except TimeoutError:
-        raise APIError(
-            503, "unavailable", "The conversation is busy, try again", {"Retry-After": "1"}
-        ) from None
+        raise _busy() from None
+
+
+async def accepted(command: PostMessage) -> Accepted:
+    """Wait until the message is stored. 503 if that takes longer than `ACCEPT_DEADLINE_S`
+    (the actor is busy or the server is overloaded); the command may still be carried out,
+    and a retry with the same `Idempotency-Key` then returns it."""
+    try:
+        with anyio.fail_after(ACCEPT_DEADLINE_S):
+            return await command.accepted.wait()
+    except TimeoutError:
+        raise _busy() from None
+
+
+def _busy() -> APIError:
+    return APIError(503, "unavailable", "The conversation is busy, try again", {"Retry-After": "1"})
+
+
+async def send_message(
+    found: Services,
+    user_id: UUID,
+    conversation_id: UUID,
+    content: str,
+    key: str | None,
+    *,
+    paced: bool = True,
+) -> tuple[PostMessage, Accepted]:
+    """Deliver a message and wait until it is stored (REST routes 4 and 7)."""
+    command = await post_message(found, user_id, conversation_id, content, key, paced=paced)
+    return command, await accepted(command)
 
 
 async def cancel_reply(found: Services, user_id: UUID, conversation_id: UUID) -> bool:

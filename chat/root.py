@@ -21,6 +21,7 @@ from actors.hub import Hub, HubLimits
 from actors.provider import Provider
 from actors.registry import Registry
 from actors.store import DatabaseStore
+from chat import hypercorn_fixes
 from chat.app import create_app
 from chat.assistant.providers import open_provider
 from chat.credentials import Passwords, Tokens, user_cache
@@ -190,6 +191,7 @@ async def _stop_on_signal(stop: anyio.Event) -> None:
 
 async def serve(settings: Settings, config: Config, provider: Provider | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then stop accepting, finish and close everything."""
+    hypercorn_fixes.apply()
     budget = shutdown_budget_s(settings)
     if config.graceful_timeout <= budget:
         log.warning(

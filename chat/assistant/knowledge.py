@@ -49,11 +49,13 @@ class Analyzer:
             for word in group:
                 self._concept[self._stemmer.stemWord(word)] = head
         self._known: Counter[str] = Counter()
+        self._longest = 0
 
     def learn(self, texts: Iterable[str]) -> None:
         """Count the words of the articles, the only words a typo is corrected to."""
         self._known = Counter(w for text in texts for w in self.words(text))
         self._known.update(w for group in SYNONYMS for w in group)
+        self._longest = max(map(len, self._known), default=0)
 
     def raw_words(self, text: str) -> list[str]:
         """Lower-cased words of `text`, stop words included."""
@@ -82,7 +84,15 @@ class Analyzer:
         """`word`, or the commonest known word one edit away, or two known words it joins."""
         if word in self._known or len(word) < TYPO_MIN_LENGTH or not word.isalpha():
             return [word]
-        close = [w for w in _one_edit(word) if w in self._known]
+        if len(word) > 2 * self._longest + 1:
+            # Nothing known is one edit away, nor two known words joined; and the edits of a
+            # 10,000-letter word would be half a million strings of 10 KB.
+            return [word]
+        close = (
+            [w for w in _one_edit(word) if w in self._known]
+            if len(word) <= self._longest + 1
+            else []
+        )
         if close:
             return [max(close, key=lambda w: (self._known[w], w))]
         for cut in range(3, len(word) - 2):

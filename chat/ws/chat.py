@@ -66,7 +66,7 @@ def chat_protocol(found: Services) -> Router:
             raise unauthenticated("the token is another user's")
         _, expires_at = found.tokens.check(frame.token)
         socket.renew(expires_at)
-        respond(socket, frame, {"expires_at": expires_at})
+        respond(socket, frame, {"expires_at": int(expires_at)})
 
     async def follow(socket: ChatSocket, conversation_id: Any, since: str | None) -> None:
         socket.unfollow(conversation_id)
@@ -110,23 +110,25 @@ def chat_protocol(found: Services) -> Router:
         if frame.conversation_id not in socket.feeds:
             # Followed before sending, so not even the stored message's event is missed.
             await follow(socket, frame.conversation_id, None)
-        command, _ = await operations.send_message(
+        # Into the mailbox here, so one socket's messages keep their order; the waits happen
+        # in a task of the socket's own, so the reader goes on (a `cancel` must get through
+        # while an earlier reply is still running).
+        command = await operations.post_message(
             found, socket.user.id, frame.conversation_id, frame.content, key, origin=socket.id
         )
 
         async def answer() -> None:
             try:
+                await operations.accepted(command)
                 reply = await command.finished.wait()
             except Exception as failure:
                 described = describe(failure)
                 code, detail = (described[1], described[2]) if described else ("internal_error", "")
                 socket.push(frames.error(code, detail, frame.request_id))
                 return
-            socket.push(
-                frames.answer("message_response", frame.request_id, data=message_json(reply))
-            )
+            data = message_json(reply)
+            socket.push(frames.answer("message_response", frame.request_id, data=data))
 
-        # The reply may take a while: the reader goes on (a `cancel` must get through).
         socket.start_soon(answer)
 
     async def subscribe(socket: ChatSocket, frame: frames.Subscribe) -> None:

@@ -49,7 +49,7 @@ async def ws_chat() -> None:
     router: Router = current_app.extensions.get(PROTOCOL) or current_app.extensions.setdefault(
         PROTOCOL, chat_protocol(found)
     )
-    await websocket.accept()
+    # Counted before the first await, so handshakes arriving together cannot all pass the cap.
     open_sockets[user.id] += 1
     socket = ChatSocket(
         found.hub,
@@ -59,6 +59,7 @@ async def ws_chat() -> None:
         found.settings.ws_queue_size,
     )
     try:
+        await websocket.accept()
         await socket.run(router)
     finally:
         # Cleaned up here, not in `after_websocket`: that is not called on a disconnect

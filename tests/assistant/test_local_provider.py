@@ -153,6 +153,13 @@ async def test_a_weak_match_offers_a_ticket_too(knowledge: KnowledgeBase) -> Non
     assert text.endswith(TICKET_OFFER)
 
 
+async def test_a_huge_unknown_word_is_answered_at_once(knowledge: KnowledgeBase) -> None:
+    # Its one-edit variants would have been ~540,000 strings of 10 KB each (gigabytes).
+    with anyio.fail_after(2):
+        text, info, _ = await ask(provider(knowledge), "x" * 10_000)
+    assert text == NOTHING_FOUND and info.confidence == 0
+
+
 async def test_misspelt_and_short_questions_are_understood(knowledge: KnowledgeBase) -> None:
     p = provider(knowledge)
     for question, article in [
