@@ -44,9 +44,12 @@ class ActorConfig:
     mailbox_size: int = 64
     history_messages: int = 50
     reply_timeout_s: float = 300.0
-    # How long one write may take once it is shielded from cancellation: the part of the
+    # How long one write may take once shutdown has cut replies short: the part of the
     # shutdown budget that comes after the grace period (docs/design.md).
     store_deadline_s: float = 3.0
+    # How long one write may take otherwise: a loaded database may queue writes for seconds
+    # (seen at 500 streams on PostgreSQL), and a reply must not be lost for that.
+    write_timeout_s: float = 60.0
     # A conversation whose actor crashes more often than this is refused for a while.
     max_restarts: int = 5
     restart_window_s: float = 60.0
@@ -106,6 +109,8 @@ class ConversationActor:
         self._on_idle = on_idle
         self._history: list[Turn] = []
         self._reply_scope: anyio.CancelScope | None = None
+        self._write_scope: anyio.CancelScope | None = None
+        self._stopping = False
 
     @property
     def id(self) -> uuid.UUID:
@@ -170,11 +175,24 @@ class ConversationActor:
         """Run a store write to its end even if we are being cancelled, within its deadline.
 
         A write cut half-way can lose a reply and leave its connection broken (databases
-        #457); the deadline keeps a stuck database from holding shutdown forever
-        (`TimeoutError` then).
+        #457). The deadline keeps a stuck database from holding the actor (`TimeoutError`
+        then): `write_timeout_s` normally, `store_deadline_s` once shutdown began.
         """
-        with anyio.fail_after(self._config.store_deadline_s, shield=True):
-            return await operation()
+        limit = self._config.store_deadline_s if self._stopping else self._config.write_timeout_s
+        with anyio.fail_after(limit, shield=True) as scope:
+            self._write_scope = scope
+            try:
+                return await operation()
+            finally:
+                self._write_scope = None
+
+    def stop_soon(self) -> None:
+        """Shutdown is about to cancel this actor: its writes get the short deadline, also one
+        already under way."""
+        self._stopping = True
+        if self._write_scope is not None:
+            soon = anyio.current_time() + self._config.store_deadline_s
+            self._write_scope.deadline = min(self._write_scope.deadline, soon)
 
     async def _post(self, command: PostMessage) -> None:
         try:

@@ -62,6 +62,8 @@ class Registry:
         self._spawn_queue: MemoryObjectReceiveStream[_Entry]
         self._spawns, self._spawn_queue = anyio.create_memory_object_stream[_Entry](math.inf)
         self._running = 0
+        # Every actor whose task is running, live or retired (still finishing its mailbox).
+        self._running_actors: set[ConversationActor] = set()
         # One event per waiter of `wait_stopped`, so none can be replaced under a waiter.
         self._stop_waiters: list[anyio.Event] = []
         self._scope: anyio.CancelScope | None = None
@@ -100,6 +102,8 @@ class Registry:
     def cancel(self) -> None:
         """Stop the actors now (past the shutdown grace): replies store what they have."""
         self.close()
+        for actor in self._running_actors:
+            actor.stop_soon()
         if self._scope is not None:
             self._scope.cancel()
         else:
@@ -255,6 +259,7 @@ class Registry:
     async def _supervise(self, entry: _Entry) -> None:
         """Run one actor; on a crash fail its command, and restart it for the queued ones."""
         actor = entry.actor
+        self._running_actors.add(actor)
         try:
             await actor.run(entry.mailbox)
         except Exception as error:
@@ -270,6 +275,7 @@ class Registry:
                 actor.current.fail(ActorUnavailable("the service is shutting down"))
             self._fail_queued(entry, ActorUnavailable("the service is shutting down"))
             self._retire(entry)
+            self._running_actors.discard(actor)
             self._stopped_one()
 
     def _stopped_one(self) -> None:

@@ -36,6 +36,8 @@ class GatedStore:
         self.reply_entered = anyio.Event()
         self.reply_gate: anyio.Event | None = None
         self.reply_error: Exception | None = None
+        # A loaded database: the assistant's insert takes this long.
+        self.reply_delay_s = 0.0
         self.lookup_entered = anyio.Event()
         self.lookup_gate: anyio.Event | None = None
 
@@ -59,6 +61,7 @@ class GatedStore:
             self.reply_entered.set()
             if self.reply_gate is not None:
                 await self.reply_gate.wait()
+            await anyio.sleep(self.reply_delay_s)
             if self.reply_error is not None:
                 raise self.reply_error
         return await self.inner.insert_message(
@@ -188,6 +191,20 @@ async def test_a_stuck_write_is_abandoned_after_its_deadline(world: World) -> No
                 await registry.stopped.wait()
             ended = await next_of(events, "complete", "cancelled", "error")
     assert (ended["type"], ended["code"]) == ("error", "store_failed")
+
+
+async def test_a_slow_database_delays_a_reply_but_does_not_lose_it(world: World) -> None:
+    provider = ScriptedProvider()
+    cid = await world.new_conversation()
+    store = GatedStore(world.store)
+    # Slower than the shutdown's store deadline: outside shutdown that must not matter (at
+    # 500 streams on PostgreSQL, writes queued for seconds and replies were lost).
+    store.reply_delay_s = 0.3
+    gated = World(store, world.user_id, world.new_conversation)
+    async with running_registry(gated, provider, store_deadline_s=0.05) as registry:
+        command = await registry.post_message(world.user_id, cid, "patience")
+        with anyio.fail_after(5):
+            assert (await command.finished.wait()).status == "complete"
 
 
 async def test_no_actor_starts_once_shutdown_began(world: World) -> None:
