@@ -27,6 +27,7 @@ from chat.assistant.providers import open_provider
 from chat.credentials import Passwords, Tokens, user_cache
 from chat.services import Services
 from chat.settings import Settings
+from chat.ws.sockets import Sockets
 from storage.conversations import purge_deleted_conversations
 from storage.database import create_database, prepare
 
@@ -123,6 +124,7 @@ async def running_services(
                 users=user_cache(settings.auth_cache_s),
                 hub=hub,
                 registry=registry,
+                sockets=Sockets(settings.ws_max_sockets_per_user),
             )
             stopping, stopped = anyio.Event(), anyio.Event()
 
@@ -151,6 +153,7 @@ async def running_services(
 
             tg.start_soon(sweep_deleted, services)
             tg.start_soon(keep_streams_alive, hub, settings.sse_keepalive_s)
+            tg.start_soon(services.sockets.sweep)
             if stop is not None:
                 tg.start_soon(shut_down_on_stop, stop)
             try:

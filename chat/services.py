@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from actors.registry import Registry
     from chat.credentials import Passwords, Tokens, UserCache
     from chat.settings import Settings
+    from chat.ws.sockets import Sockets
 
 EXTENSION = "parley"
 
@@ -27,6 +28,7 @@ class Services:
     users: UserCache | None
     hub: Hub
     registry: Registry
+    sockets: Sockets
 
 
 def services() -> Services:

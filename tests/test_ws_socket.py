@@ -16,6 +16,7 @@ from actors.hub import Hub, HubLimits
 from chat.ws import frames
 from chat.ws.router import Handler, Router
 from chat.ws.socket import GOING_AWAY, POLICY, ChatSocket
+from chat.ws.sockets import Sockets
 from storage.rows import User, now
 
 pytestmark = pytest.mark.anyio
@@ -115,31 +116,38 @@ async def test_a_socket_that_does_not_read_is_closed_not_waited_for() -> None:
     transport.close()
 
 
-async def test_an_expired_token_gets_an_error_then_1008() -> None:
-    hub, transport = Hub(HubLimits()), MemoryTransport()
-    socket = ChatSocket(hub, a_user(), time.time() + 0.2, transport, queue_size=10)
+async def test_the_sweep_ends_expired_sockets_with_an_error_then_1008() -> None:
+    hub, sockets = Hub(HubLimits()), Sockets(max_per_user=5)
+    expiring, lasting = MemoryTransport(), MemoryTransport()
+    user = a_user()
+    soon = ChatSocket(hub, user, time.time() + 10, expiring, queue_size=10)
+    later = ChatSocket(hub, user, time.time() + 10, lasting, queue_size=10)
+    sockets.add(soon)
+    sockets.add(later)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(socket.run, ROUTER)
-        assert (await transport.next())["code"] == "token_expired"
-    assert socket.closing == (POLICY, "token expired")
-    transport.close()
-
-
-async def test_a_renewed_token_keeps_the_socket_open() -> None:
-    hub, transport = Hub(HubLimits()), MemoryTransport()
-    socket = ChatSocket(hub, a_user(), time.time() + 0.3, transport, queue_size=10)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(socket.run, ROUTER)
+        tg.start_soon(soon.run, ROUTER)
+        tg.start_soon(later.run, ROUTER)
         await anyio.wait_all_tasks_blocked()
-        socket.renew(time.time() + 60)
-        with anyio.move_on_after(0.6):
-            await transport.next()
-            pytest.fail("a frame came although the token was renewed")
-        await transport.to_server.send('{"type": "ping"}')
-        assert await transport.next() == {"type": "pong"}
+        # One renewed its token (an `auth` frame): only the other one is past its expiry.
+        later.renew(time.time() + 60)
+        sockets.expire(time.time() + 30)
+        assert (await expiring.next())["code"] == "token_expired"
+        await lasting.to_server.send('{"type": "ping"}')
+        assert await lasting.next() == {"type": "pong"}
         tg.cancel_scope.cancel()
-    assert socket.closing is None
-    transport.close()
+    assert soon.closing == (POLICY, "token expired")
+    assert later.closing is None
+    expiring.close()
+    lasting.close()
+
+
+def test_the_per_user_cap_admits_and_releases() -> None:
+    sockets, user = Sockets(max_per_user=2), uuid.uuid4()
+    assert sockets.admit(user) and sockets.admit(user)
+    assert not sockets.admit(user)
+    assert sockets.admit(uuid.uuid4())
+    sockets.release(user)
+    assert sockets.admit(user)
 
 
 async def test_hub_shutdown_closes_sockets_with_1001_after_what_is_queued() -> None:

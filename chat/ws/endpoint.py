@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 from quart import Blueprint, current_app, websocket
 
 from chat.credentials import authenticate
@@ -15,7 +13,6 @@ from chat.ws.socket import POLICY, ChatSocket
 
 blueprint = Blueprint("ws", __name__)
 PROTOCOL = "parley.ws.chat"
-OPEN = "parley.ws.open"
 
 
 def _token() -> str:
@@ -42,15 +39,12 @@ async def ws_chat() -> None:
     except APIError as refused:
         await websocket.close(POLICY, refused.code)
         return
-    open_sockets: Counter[object] = current_app.extensions.setdefault(OPEN, Counter())
-    if open_sockets[user.id] >= found.settings.ws_max_sockets_per_user:
+    if not found.sockets.admit(user.id):
         await websocket.close(POLICY, "too many sockets")
         return
     router: Router = current_app.extensions.get(PROTOCOL) or current_app.extensions.setdefault(
         PROTOCOL, chat_protocol(found)
     )
-    # Counted before the first await, so handshakes arriving together cannot all pass the cap.
-    open_sockets[user.id] += 1
     socket = ChatSocket(
         found.hub,
         user,
@@ -58,15 +52,15 @@ async def ws_chat() -> None:
         websocket._get_current_object(),  # type: ignore[attr-defined]
         found.settings.ws_queue_size,
     )
+    found.sockets.add(socket)
     try:
         await websocket.accept()
         await socket.run(router)
     finally:
         # Cleaned up here, not in `after_websocket`: that is not called on a disconnect
         # (quart #337).
-        open_sockets[user.id] -= 1
-        if not open_sockets[user.id]:
-            del open_sockets[user.id]
+        found.sockets.discard(socket)
+        found.sockets.release(user.id)
     if socket.closing is not None:
         code, reason = socket.closing
         await websocket.close(code, reason)

@@ -3,8 +3,9 @@
 A reader task takes the client's frames one at a time and hands them to the protocol; a writer
 task sends what the bounded outbox holds. The hub feeds the outbox without ever waiting: a
 client that stops reading fills it, and the socket is closed ("too slow") rather than let
-memory grow or an actor wait. A third task watches the token's expiry. All of them live in one
-task group; when any side ends, everything ends, and every subscription is released.
+memory grow or an actor wait. Both live in one task group; when either side ends, everything
+ends, and every subscription is released. Token expiry is one sweep over all sockets
+(`chat/ws/sockets.py`), not a timer per socket.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import time
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -63,7 +63,6 @@ class ChatSocket:
         self._user_feed = UserFeed(self)
         self._scope: anyio.CancelScope | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._reauthed = anyio.Event()
         # Why the server ends the socket, if it does: (code, reason).
         self.closing: tuple[int, str] | None = None
 
@@ -97,9 +96,13 @@ class ChatSocket:
         self._task_group.start_soon(func)
 
     def renew(self, expires_at: float) -> None:
-        """A fresh token: the expiry watch starts over."""
+        """A fresh token: the socket lives until it expires."""
         self.expires_at = expires_at
-        self._reauthed.set()
+
+    def expire(self) -> None:
+        """The token expired (`Sockets.sweep` calls this): say so, then close with 1008."""
+        self.push(frames.error("token_expired", "the access token expired; sign in again"))
+        self.close(POLICY, "token expired", flush=True)
 
     async def run(self, router: Router) -> None:
         """Serve the socket until the client leaves or the server ends it."""
@@ -107,7 +110,6 @@ class ChatSocket:
         try:
             async with anyio.create_task_group() as tg:
                 self._scope, self._task_group = tg.cancel_scope, tg
-                tg.start_soon(self._watch_expiry)
                 tg.start_soon(self._read, router, tg.cancel_scope)
                 await self._write()
                 tg.cancel_scope.cancel()
@@ -126,17 +128,6 @@ class ChatSocket:
         async with self._pending:
             async for frame in self._pending:
                 await self._transport.send(frame)
-
-    async def _watch_expiry(self) -> None:
-        while True:
-            # A fresh event per wait, so a renewal can never be missed.
-            self._reauthed = renewed = anyio.Event()
-            with anyio.move_on_after(max(0.0, self.expires_at - time.time())):
-                await renewed.wait()
-                continue
-            self.push(frames.error("token_expired", "the access token expired; sign in again"))
-            self.close(POLICY, "token expired", flush=True)
-            return
 
     def follow(self, conversation_id: uuid.UUID) -> ConversationFeed:
         """A feed of the conversation's events into this socket (not yet attached)."""
