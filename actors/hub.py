@@ -5,6 +5,10 @@ off (it receives `reset` after what it already has, and can resume from its last
 instead of slowing the actor down. Each conversation keeps its recent events for replay,
 within a count, an age and a global byte budget, so memory stays bounded however many
 conversations are live.
+
+With a relay (the Redis bridge, `actors/bridge.py`) the relay numbers, retains and shares the
+events while Redis answers, and hands them back through `deliver`; while it does not, the hub
+is what it is without one (local numbering in a local epoch).
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import secrets
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.events import KEEP_ALIVE, Event, Position
+from actors.subscription import Buffer, Subscriber, Subscription
+
+__all__ = ["Hub", "HubLimits", "Relay", "Subscriber", "Subscription"]
 
 
 @dataclass(frozen=True)
@@ -30,90 +36,27 @@ class HubLimits:
     queue_size: int = 1000
 
 
-class Subscriber:
-    """What the hub delivers to: `offer` never waits. Subclasses decide where events go.
+class Relay(Protocol):
+    """What the hub needs from a bridge to other instances."""
 
-    A subscriber is registered under one topic: a conversation (`Hub.subscribe`) or a user
-    (`Hub.subscribe_user`). `reset_first` is set when its replay position could not be
-    honoured; `cut_off` once it is ended (and why).
-    """
+    def submit(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, type: str, payload: dict[str, Any]
+    ) -> bool:
+        """Take an event to number and share (never waits); `False`: publish it locally."""
+        ...
 
-    def __init__(self, hub: Hub, topic: uuid.UUID) -> None:
-        self._hub = hub
-        self.topic = topic
-        self.reset_first: str | None = None
-        self.cut_off: str | None = None
-        self.last_offered = anyio.current_time()
+    def watch(self, topic: uuid.UUID, user: bool, on: bool) -> None:
+        """A topic gained its first local subscriber (`on`) or lost its last one."""
+        ...
 
-    def offer(self, event: Event) -> None:
-        """Take an event without waiting; one that cannot keep up ends itself."""
-        raise NotImplementedError
-
-    def end(self, reason: str = "closed") -> None:
-        """Stop delivering (shutdown, or too slow)."""
-        if self.cut_off is None:
-            self.cut_off = reason
-            self._hub.unsubscribe(self)
-
-    def close(self) -> None:
-        """Release the subscription (the subscriber went away)."""
-        self._hub.unsubscribe(self)
+    async def replay(self, conversation_id: uuid.UUID, since: Position | None) -> Replay:
+        """Be subscribed to the conversation, then read what followed `since`."""
+        ...
 
 
-class Subscription(Subscriber):
-    """One subscriber's own bounded queue of events; `receive` them in order."""
-
-    def __init__(self, hub: Hub, topic: uuid.UUID, size: int) -> None:
-        super().__init__(hub, topic)
-        self._send: MemoryObjectSendStream[Event]
-        self._receive: MemoryObjectReceiveStream[Event]
-        self._send, self._receive = anyio.create_memory_object_stream[Event](size)
-
-    def offer(self, event: Event) -> None:
-        """Queue an event without waiting; a full queue cuts the subscriber off."""
-        if self.cut_off is not None:
-            return
-        try:
-            self._send.send_nowait(event)
-            self.last_offered = anyio.current_time()
-        except anyio.WouldBlock:
-            self.end("too_slow")
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._hub.unsubscribe(self)
-
-    def end(self, reason: str = "closed") -> None:
-        """Stop delivering; the subscriber gets what is queued, then the stream ends."""
-        if self.cut_off is None:
-            super().end(reason)
-            self._send.close()
-
-    async def receive(self) -> Event | None:
-        """The next event, or `None` at the end of the stream."""
-        try:
-            return await self._receive.receive()
-        except anyio.EndOfStream:
-            return None
-
-    def queued(self, limit: int) -> list[Event]:
-        """Up to `limit` events already waiting, without waiting for more."""
-        events: list[Event] = []
-        while len(events) < limit:
-            try:
-                events.append(self._receive.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream):
-                break
-        return events
-
-    def close(self) -> None:
-        super().close()
-        self._send.close()
-        self._receive.close()
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+# What a relay's replay found: `None` (it cannot tell: use the hub's own), `"reset"` (the
+# position cannot be honoured) or the events after it (possibly none), oldest first.
+Replay = list[Event] | str | None
 
 
 class _Log:
@@ -140,6 +83,7 @@ class Hub:
         self._user_subscribers: dict[uuid.UUID, set[Subscriber]] = {}
         self._bytes = 0
         self._closed = False
+        self.relay: Relay | None = None
 
     @property
     def retained_bytes(self) -> int:
@@ -151,8 +95,24 @@ class Hub:
         user_id: uuid.UUID,
         type: str,
         payload: dict[str, Any],
+    ) -> Event | None:
+        """Number, encode, retain and deliver one event. Never waits.
+
+        With a relay that takes it, the event is numbered and delivered a moment later (and
+        `None` returned); otherwise here and now, and the event returned.
+        """
+        if self.relay is not None and self.relay.submit(conversation_id, user_id, type, payload):
+            return None
+        return self.publish_local(conversation_id, user_id, type, payload)
+
+    def publish_local(
+        self,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        type: str,
+        payload: dict[str, Any],
     ) -> Event:
-        """Number, encode, retain and deliver one event. Never waits."""
+        """Number in this process's epoch, encode, retain and deliver one event."""
         now = anyio.current_time()
         log = self._logs.get(conversation_id)
         if log is None:
@@ -174,12 +134,30 @@ class Hub:
         log.size += event.size
         self._bytes += event.size
         self._trim(log, now)
-        for subscriber in tuple(log.subscribers):
-            subscriber.offer(event)
-        for subscriber in tuple(self._user_subscribers.get(user_id, ())):
-            subscriber.offer(event)
+        self.deliver(event)
         self._enforce_budget(now)
         return event
+
+    def deliver(self, event: Event, conversation: bool = True, user: bool = True) -> None:
+        """Hand a numbered event to this process's subscribers of its conversation and user."""
+        if conversation and (log := self._logs.get(event.conversation_id)) is not None:
+            for subscriber in tuple(log.subscribers):
+                subscriber.offer(event)
+        if user:
+            for subscriber in tuple(self._user_subscribers.get(event.user_id, ())):
+                subscriber.offer(event)
+
+    def watched(self, conversation_id: uuid.UUID) -> bool:
+        """Whether a subscriber of this process follows the conversation."""
+        log = self._logs.get(conversation_id)
+        return log is not None and bool(log.subscribers)
+
+    def cut(self, conversation_id: uuid.UUID, reason: str) -> None:
+        """End every subscriber of a conversation: they missed events (they get `reset`)."""
+        log = self._logs.get(conversation_id)
+        if log is not None:
+            for subscriber in tuple(log.subscribers):
+                subscriber.end(reason)
 
     def subscribe(self, conversation_id: uuid.UUID, since: Position | None = None) -> Subscription:
         """Subscribe to a conversation: the events after `since` that are retained, then live."""
@@ -191,15 +169,10 @@ class Hub:
         """Register a subscriber of its topic's conversation, replaying after `since` first.
 
         Replay and registration happen with no await in between, so nothing published in the
-        meantime can be missed or delivered twice.
+        meantime can be missed or delivered twice. This replays from this process's own
+        history only: `follow` replays through the relay.
         """
-        conversation_id = subscriber.topic
-        now = anyio.current_time()
-        log = self._logs.get(conversation_id)
-        if log is None:
-            log = self._logs[conversation_id] = _Log()
-            log.last_at = now
-        self._trim(log, now)
+        log = self._log_of(subscriber.topic)
         if since is not None:
             replay = self._replay(log, since)
             if replay is None:
@@ -207,9 +180,63 @@ class Hub:
             else:
                 for event in replay:
                     subscriber.offer(event)
+        self._register(log, subscriber)
+
+    async def follow(self, subscriber: Subscriber, since: Position | None = None) -> None:
+        """`attach`, through the relay when there is one: subscribed to the conversation's
+        channel first, and the events after `since` read from the shared history.
+
+        What arrives live while the history is read waits in a buffer; after the replay it is
+        delivered, less what the replay already had, so there is no gap and no duplicate.
+        """
+        if self.relay is None or self._closed:
+            self.attach(subscriber, since)
+            return
+        log = self._log_of(subscriber.topic)
+        buffer = Buffer(self, subscriber.topic)
+        self._register(log, buffer)
+        try:
+            replay = await self.relay.replay(subscriber.topic, since)
+        finally:
+            # No await from here to the subscriber's registration: a watch dropped here and
+            # taken again there never reaches Redis.
+            log.subscribers.discard(buffer)
+            if not log.subscribers:
+                self.relay.watch(subscriber.topic, user=False, on=False)
+        if replay is None:
+            # The relay is away: this process's own history (a Redis position gets `reset`).
+            self.attach(subscriber, since)
+            for event in buffer.events:
+                subscriber.offer(event)
+            return
+        last: Position | None = since
+        if isinstance(replay, str):
+            subscriber.reset_first = "unknown_position"
+        else:
+            for event in replay:
+                subscriber.offer(event)
+            if replay:
+                last = Position(replay[-1].epoch, replay[-1].seq)
+        for event in buffer.events:
+            if last is None or event.epoch != last.epoch or event.seq > last.seq:
+                subscriber.offer(event)
+        self._register(self._log_of(subscriber.topic), subscriber)
+
+    def _log_of(self, conversation_id: uuid.UUID) -> _Log:
+        now = anyio.current_time()
+        log = self._logs.get(conversation_id)
+        if log is None:
+            log = self._logs[conversation_id] = _Log()
+            log.last_at = now
+        self._trim(log, now)
+        return log
+
+    def _register(self, log: _Log, subscriber: Subscriber) -> None:
         if self._closed:
             subscriber.end()
         elif subscriber.cut_off is None:
+            if not log.subscribers and self.relay is not None:
+                self.relay.watch(subscriber.topic, user=False, on=True)
             log.subscribers.add(subscriber)
 
     def subscribe_user(self, user_id: uuid.UUID) -> Subscription:
@@ -222,8 +249,11 @@ class Hub:
         """Register a subscriber of every event of its topic's (a user's) conversations."""
         if self._closed:
             subscriber.end()
-        else:
-            self._user_subscribers.setdefault(subscriber.topic, set()).add(subscriber)
+            return
+        subscribers = self._user_subscribers.setdefault(subscriber.topic, set())
+        if not subscribers and self.relay is not None:
+            self.relay.watch(subscriber.topic, user=True, on=True)
+        subscribers.add(subscriber)
 
     def signal(
         self, conversation_id: uuid.UUID, user_id: uuid.UUID, type: str, payload: dict[str, Any]
@@ -239,15 +269,20 @@ class Hub:
             subscriber.offer(event)
 
     def unsubscribe(self, subscription: Subscriber) -> None:
-        log = self._logs.get(subscription.topic)
-        if log is not None:
+        topic = subscription.topic
+        log = self._logs.get(topic)
+        if log is not None and subscription in log.subscribers:
             log.subscribers.discard(subscription)
-            self._forget_if_unused(subscription.topic, log)
-        users = self._user_subscribers.get(subscription.topic)
-        if users is not None:
+            if not log.subscribers and self.relay is not None:
+                self.relay.watch(topic, user=False, on=False)
+            self._forget_if_unused(topic, log)
+        users = self._user_subscribers.get(topic)
+        if users is not None and subscription in users:
             users.discard(subscription)
             if not users:
-                del self._user_subscribers[subscription.topic]
+                del self._user_subscribers[topic]
+                if self.relay is not None:
+                    self.relay.watch(topic, user=True, on=False)
 
     def keep_alive(self, quiet_s: float) -> None:
         """Give every subscriber that has had nothing for `quiet_s` a `KEEP_ALIVE` marker.

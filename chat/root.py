@@ -17,6 +17,7 @@ from hypercorn.config import Config
 from hypercorn.utils import wrap_app
 
 from actors.actor import ActorConfig
+from actors.bridge import Bridge, BridgeConfig, connect_redis
 from actors.hub import Hub, HubLimits
 from actors.provider import Provider
 from actors.registry import Registry
@@ -90,6 +91,32 @@ def hub_limits(settings: Settings) -> HubLimits:
     )
 
 
+def bridge_config(settings: Settings) -> BridgeConfig:
+    return BridgeConfig(
+        timeout_s=settings.redis_timeout_s,
+        ping_s=settings.redis_ping_s,
+        reconnect_max_s=settings.redis_reconnect_max_s,
+        queue_size=settings.redis_queue_size,
+        retained=settings.events_retained,
+        retained_s=settings.events_retained_s,
+    )
+
+
+@asynccontextmanager
+async def open_bridge(settings: Settings, hub: Hub) -> AsyncIterator[Bridge | None]:
+    """The Redis bridge's client when `REDIS_URL` is set (closed on exit), else `None`."""
+    if not settings.redis_url:
+        yield None
+        return
+    config = bridge_config(settings)
+    client = connect_redis(settings.redis_url, config.timeout_s)
+    try:
+        yield Bridge(hub, client, config)
+    finally:
+        with anyio.move_on_after(config.timeout_s, shield=True):
+            await client.aclose()
+
+
 @asynccontextmanager
 async def running_services(
     settings: Settings, stop: anyio.Event | None = None, provider: Provider | None = None
@@ -105,8 +132,16 @@ async def running_services(
     await db.connect()
     try:
         await prepare(db)
-        async with open_provider(settings, provider) as provider, anyio.create_task_group() as tg:
-            hub = Hub(hub_limits(settings))
+        hub = Hub(hub_limits(settings))
+        async with (
+            open_provider(settings, provider) as provider,
+            open_bridge(settings, hub) as bridge,
+            anyio.create_task_group() as tg,
+        ):
+            if bridge is not None:
+                # Started once its first connection was tried: Redis being away does not stop
+                # the instance from starting (it serves its own clients until Redis returns).
+                await tg.start(bridge.run)
             registry = Registry(
                 store=DatabaseStore(db),
                 provider=provider,
@@ -124,6 +159,7 @@ async def running_services(
                 users=user_cache(settings.auth_cache_s),
                 hub=hub,
                 registry=registry,
+                bridge=bridge,
                 sockets=Sockets(settings.ws_max_sockets_per_user),
             )
             stopping, stopped = anyio.Event(), anyio.Event()
@@ -142,7 +178,12 @@ async def running_services(
                     # its store deadline (the actors shield their writes).
                     registry.cancel()
                     await registry.stopped.wait()
-                    # 3. Every event stream ends, so Hypercorn is not held up by open ones.
+                    # 3. What the replies published reaches Redis (or, past its deadline, only
+                    # this instance's clients).
+                    if bridge is not None:
+                        with anyio.move_on_after(bridge.config.timeout_s):
+                            await bridge.flush()
+                    # 4. Every event stream ends, so Hypercorn is not held up by open ones.
                     hub.close()
                     stopped.set()
 

@@ -10,6 +10,7 @@ from quart import current_app
 if TYPE_CHECKING:
     from databases import Database
 
+    from actors.bridge import Bridge
     from actors.hub import Hub
     from actors.registry import Registry
     from chat.credentials import Passwords, Tokens, UserCache
@@ -29,6 +30,8 @@ class Services:
     hub: Hub
     registry: Registry
     sockets: Sockets
+    # The Redis bridge, when `REDIS_URL` is set.
+    bridge: Bridge | None = None
 
 
 def services() -> Services:

@@ -43,6 +43,12 @@ class Settings(BaseModel):
     database_url: str = ""
     database_pool_size: int = Field(10, ge=1, le=200)
     redis_url: str = ""
+    # The Redis bridge: every call's deadline, the heartbeat, the reconnection backoff's cap and
+    # how many events may wait for Redis before it is treated as down.
+    redis_timeout_s: float = Field(2 * SECONDS, gt=0)
+    redis_ping_s: float = Field(5 * SECONDS, gt=0)
+    redis_reconnect_max_s: float = Field(10 * SECONDS, gt=0)
+    redis_queue_size: int = Field(10_000, ge=1)
     jwt_secret: str = ""
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     jwt_issuer: str = "parley"

@@ -33,7 +33,11 @@ def assistant(settings: Settings) -> dict[str, str]:
 @document_response(Health, 200)
 @document_response(Health, 503)
 async def get_readyz() -> tuple[dict[str, Any], int]:
-    """The process can serve: the database answers and is at the code's schema revision."""
+    """The process can serve: the database answers and is at the code's schema revision.
+
+    With `REDIS_URL` set, `checks.redis` is `ok` or `degraded` (this instance serves its own
+    clients, events do not cross to other instances); degraded is still ready.
+    """
     checks: dict[str, str] = {}
     try:
         problem = mismatch(await database_revision(services().db))
@@ -42,6 +46,10 @@ async def get_readyz() -> tuple[dict[str, Any], int]:
     except Exception as error:  # any failure means not ready; the reason is for operators
         checks["database"] = f"error: {type(error).__name__}"
     ok = all(v == "ok" for v in checks.values())
+    bridge = services().bridge
+    if bridge is not None:
+        # Without Redis the instance still serves its own clients: degraded, but ready (200).
+        checks["redis"] = bridge.state
     body = {
         "status": "ok" if ok else "unavailable",
         "checks": checks,

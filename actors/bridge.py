@@ -1,0 +1,446 @@
+"""The Redis bridge: shares each conversation's events, numbering and history between instances.
+
+Publishing: `Hub.publish` hands the event to `submit` without waiting; one publisher task per
+process sends what is queued in one pipelined round trip (a script per conversation that
+numbers, appends to the conversation's Stream and publishes to its channel and its owner's
+user channel, all or nothing) and then delivers to this process's subscribers. Numbering is a
+compare-and-set on the conversation's hash in Redis, so ids never repeat or skip even when
+another instance published meanwhile. This assumes one publisher per conversation at a time:
+today one actor per conversation per instance, and the cluster-wide lease is a later step.
+
+Receiving: one supervised task per process holds the pub/sub connection, subscribed to exactly
+the channels this process's subscribers need, plus the instance's own. It pings when quiet and
+rebuilds the connection (with backoff) when a read fails or a PING goes unanswered: redis-py's
+asyncio PubSub neither reconnects nor notices a half-open socket by itself.
+
+Redis away: `up` is false, and the hub numbers, retains and delivers locally, in a local epoch;
+a conversation numbered locally gets a new epoch in Redis when it returns, so that no client
+can resume across the outage as if nothing was missed (it gets `reset`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from actors import redis_wire as wire
+from actors.events import Event, Position
+from actors.hub import Hub, Replay
+
+log = logging.getLogger(__name__)
+
+# Most events sent in one round trip.
+BATCH = 512
+# Compare-and-set rounds before a batch is published locally instead (another publisher keeps
+# moving the numbering: only possible without the lease).
+ROUNDS = 3
+FIRST_BACKOFF_S = 0.05
+FAILURES = (RedisError, OSError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    timeout_s: float = 2.0
+    ping_s: float = 5.0
+    reconnect_max_s: float = 10.0
+    queue_size: int = 10_000
+    retained: int = 1000
+    retained_s: float = 600.0
+
+
+def connect_redis(url: str, timeout_s: float) -> Redis:
+    """A client whose every call gives up after `timeout_s`, without retrying by itself."""
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+
+
+@dataclass(slots=True)
+class _Pending:
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+    type: str
+    payload: dict[str, Any]
+
+
+class _Broken(Exception):
+    """The bridge's connection must be rebuilt."""
+
+
+class Bridge:
+    """Relays a hub's events through Redis; see the module docstring. Run it with `run`."""
+
+    def __init__(
+        self, hub: Hub, redis: Redis, config: BridgeConfig, instance: str | None = None
+    ) -> None:
+        self.hub = hub
+        self.redis = redis
+        self.config = config
+        self.instance = instance or secrets.token_hex(8)
+        self.up = False
+        self._pending: deque[_Pending] = deque()
+        self._in_flight = False
+        self._wake = anyio.Event()
+        self._idle_waiters: list[anyio.Event] = []
+        self._up_waiters: list[anyio.Event] = []
+        # Per conversation: the epoch and next seq this process believes Redis holds.
+        self._numbers: dict[uuid.UUID, tuple[str, int]] = {}
+        # Conversations numbered locally while Redis was away: a new epoch when it returns.
+        self._diverged: set[uuid.UUID] = set()
+        # Per watched conversation, the last event delivered here (to find gaps).
+        self._heads: dict[uuid.UUID, Position] = {}
+        self._wanted: set[bytes] = {wire.instance_channel(self.instance)}
+        self._sent: set[bytes] = set()
+        self._confirmed: set[bytes] = set()
+        self._confirm_waiters: dict[bytes, anyio.Event] = {}
+        self._changed = anyio.Event()
+        self._broken = anyio.Event()
+        self._sha = hashlib.sha1(wire.PUBLISH_SCRIPT.encode()).hexdigest()
+        hub.relay = self
+
+    @property
+    def state(self) -> str:
+        return "ok" if self.up else "degraded"
+
+    # The hub's side.
+
+    def submit(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, type: str, payload: dict[str, Any]
+    ) -> bool:
+        """Queue an event for the publisher; `False` (publish it locally) while Redis is away."""
+        if not self.up and not self._pending and not self._in_flight:
+            self._diverged.add(conversation_id)
+            return False
+        if len(self._pending) >= self.config.queue_size:
+            self._fail("the publish queue is full")
+            self._publish_queued_locally()
+            self._diverged.add(conversation_id)
+            return False
+        self._pending.append(_Pending(conversation_id, user_id, type, payload))
+        self._wake.set()
+        return True
+
+    def watch(self, topic: uuid.UUID, user: bool, on: bool) -> None:
+        """Subscribe to (or leave) a topic's channel, on the supervised connection."""
+        channel = wire.user_channel(topic) if user else wire.conversation_channel(topic)
+        if on:
+            self._wanted.add(channel)
+        else:
+            self._wanted.discard(channel)
+            if not user:
+                self._heads.pop(topic, None)
+        self._changed.set()
+
+    async def replay(self, conversation_id: uuid.UUID, since: Position | None) -> Replay:
+        """Wait until the conversation's channel is subscribed, then read what followed `since`
+        from its Stream. `None` if Redis cannot say (the hub then replays locally)."""
+        channel = wire.conversation_channel(conversation_id)
+        try:
+            with anyio.fail_after(self.config.timeout_s):
+                if self.up and channel not in self._confirmed:
+                    waiter = self._confirm_waiters.setdefault(channel, anyio.Event())
+                    await waiter.wait()
+                if not self.up:
+                    return None
+                if since is None:
+                    return []
+                if since.seq >= 2**62:
+                    return "reset"
+                pipe = self.redis.pipeline(transaction=True)
+                pipe.hmget(wire.meta_key(conversation_id), ["e", "s"])
+                pipe.xrange(wire.stream_key(conversation_id), min=f"{since.seq + 1}-0")
+                (epoch, seq), entries = await pipe.execute()
+        except FAILURES as error:
+            log.warning("replay from Redis failed (%s): replaying locally", type(error).__name__)
+            return None
+        last = int(seq or 0)
+        if epoch is None or since.epoch != epoch.decode() or since.seq > last:
+            return "reset"
+        oldest_ms = time.time() * 1000 - self.config.retained_s * 1000
+        events = [wire.decode(fields[b"e"]) for _, fields in entries]
+        kept = [event for _, at_ms, event in events if at_ms >= oldest_ms]
+        if since.seq < last and (not kept or kept[0].seq != since.seq + 1):
+            return "reset"
+        self._heads.setdefault(conversation_id, Position(epoch.decode(), last))
+        return kept
+
+    # Lifecycle.
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Publish and receive until cancelled; started once the first connection was tried."""
+        first = anyio.Event()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._publish_loop)
+                tg.start_soon(self._supervise, first)
+                with anyio.move_on_after(2 * self.config.timeout_s):
+                    await first.wait()
+                task_status.started()
+        finally:
+            self.up = False
+            self.hub.relay = None
+
+    async def connected(self) -> None:
+        """Return once the bridge is connected (the caller bounds the wait)."""
+        if not self.up:
+            waiter = anyio.Event()
+            self._up_waiters.append(waiter)
+            await waiter.wait()
+
+    async def flush(self) -> None:
+        """Return once everything submitted is published (or published locally)."""
+        if self._pending or self._in_flight:
+            waiter = anyio.Event()
+            self._idle_waiters.append(waiter)
+            await waiter.wait()
+
+    # Publishing.
+
+    async def _publish_loop(self) -> None:
+        while True:
+            if not self._pending:
+                for waiter in self._idle_waiters:
+                    waiter.set()
+                self._idle_waiters.clear()
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                continue
+            if not self.up:
+                self._publish_queued_locally()
+                continue
+            batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
+            self._in_flight = True
+            try:
+                await self._send(batch)
+            except FAILURES as error:
+                self._fail(f"publish failed: {type(error).__name__}")
+                # Unknown whether Redis took them: this instance's clients get them locally.
+                self._publish_locally(batch)
+                self._publish_queued_locally()
+            finally:
+                self._in_flight = False
+
+    async def _send(self, batch: list[_Pending]) -> None:
+        """Publish `batch` through Redis; what is delivered is removed from it."""
+        for _ in range(ROUNDS):
+            groups: dict[uuid.UUID, list[_Pending]] = {}
+            for item in batch:
+                groups.setdefault(item.conversation_id, []).append(item)
+            pipe = self.redis.pipeline(transaction=False)
+            sent: list[tuple[uuid.UUID, list[Event]]] = []
+            for conversation_id, items in groups.items():
+                sent.append((conversation_id, self._add_to(pipe, conversation_id, items)))
+            with anyio.fail_after(self.config.timeout_s):
+                results = await pipe.execute()
+            results = [r for r in results if isinstance(r, list)]  # skip the DELs' answers
+            done: set[uuid.UUID] = set()
+            for (conversation_id, events), (ok, epoch, seq) in zip(sent, results, strict=True):
+                self._numbers[conversation_id] = (epoch.decode(), int(seq) + 1)
+                if ok:
+                    done.add(conversation_id)
+                    self._diverged.discard(conversation_id)
+                    for event in events:
+                        # This process's subscribers saw everything it published, also in a
+                        # local epoch: its own events move the head on without a gap check.
+                        self._move_head(event)
+                        self.hub.deliver(event)
+            batch[:] = [item for item in batch if item.conversation_id not in done]
+            if not batch:
+                return
+        log.warning("numbering kept moving under %d conversations: published locally", len(batch))
+        for item in batch:
+            self._diverged.add(item.conversation_id)
+        self._publish_locally(batch)
+
+    def _add_to(self, pipe: Any, conversation_id: uuid.UUID, items: list[_Pending]) -> list[Event]:
+        """Queue one conversation's script call on `pipe`; the events it would publish."""
+        fresh = secrets.token_hex(4)
+        if conversation_id in self._diverged:
+            pipe.delete(wire.meta_key(conversation_id))
+            self._numbers.pop(conversation_id, None)
+        epoch, first = self._numbers.get(conversation_id, (fresh, 1))
+        now = anyio.current_time()
+        events = [
+            Event.create(
+                conversation_id=conversation_id,
+                user_id=item.user_id,
+                type=item.type,
+                epoch=epoch,
+                seq=first + i,
+                payload=item.payload,
+                at=now,
+            )
+            for i, item in enumerate(items)
+        ]
+        pipe.evalsha(
+            self._sha,
+            2,
+            wire.meta_key(conversation_id),
+            wire.stream_key(conversation_id),
+            epoch,
+            first,
+            fresh,
+            self.config.retained,
+            int(self.config.retained_s * 1000),
+            wire.conversation_channel(conversation_id),
+            wire.user_channel(items[0].user_id),
+            *[wire.encode(event, self.instance) for event in events],
+        )
+        return events
+
+    def _publish_locally(self, items: list[_Pending] | deque[_Pending]) -> None:
+        for item in items:
+            self._diverged.add(item.conversation_id)
+            self.hub.publish_local(item.conversation_id, item.user_id, item.type, item.payload)
+
+    def _publish_queued_locally(self) -> None:
+        queued, self._pending = self._pending, deque()
+        self._publish_locally(queued)
+
+    def _fail(self, reason: str) -> None:
+        if self.up:
+            log.warning("Redis unavailable (%s): serving this instance's clients alone", reason)
+        self.up = False
+        self._numbers.clear()
+        self._broken.set()
+
+    # Receiving.
+
+    def _in_sequence(self, event: Event) -> bool:
+        """Whether `event` follows the last one delivered here; after a gap (events missed
+        while a connection was down) the conversation's subscribers are cut off with `reset`."""
+        head = self._heads.get(event.conversation_id)
+        if head is not None and head.epoch == event.epoch and event.seq <= head.seq:
+            return False  # already delivered (a replay's seam)
+        self._move_head(event)
+        if head is not None and (head.epoch != event.epoch or event.seq != head.seq + 1):
+            self.hub.cut(event.conversation_id, "gap")
+        return True
+
+    def _move_head(self, event: Event) -> None:
+        if event.conversation_id in self._heads or self.hub.watched(event.conversation_id):
+            self._heads[event.conversation_id] = Position(event.epoch, event.seq)
+
+    def _receive(self, channel: bytes, payload: bytes) -> None:
+        origin, _, event = wire.decode(payload)
+        if origin == self.instance:
+            return  # delivered here when it was published
+        if channel.startswith(b"parley:c:"):
+            if self._in_sequence(event):
+                self.hub.deliver(event, user=False)
+        else:
+            self.hub.deliver(event, conversation=False)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind, channel = message["type"], message["channel"]
+        if kind == "message":
+            self._receive(channel, message["data"])
+        elif kind == "subscribe":
+            self._confirmed.add(channel)
+            waiter = self._confirm_waiters.pop(channel, None)
+            if waiter is not None:
+                waiter.set()
+        elif kind == "unsubscribe":
+            self._confirmed.discard(channel)
+
+    async def _supervise(self, first: anyio.Event) -> None:
+        backoff = FIRST_BACKOFF_S
+        while True:
+            try:
+                await self._session(first)
+            except Exception as error:  # any failure of the connection: rebuild it
+                while isinstance(error, ExceptionGroup):
+                    error = error.exceptions[0]
+                reason = f"{type(error).__name__}: {error}"
+                if self.up:
+                    log.warning("Redis connection lost (%s): reconnecting", reason)
+                else:
+                    log.debug("Redis still unavailable (%s)", reason)
+            if self.up:
+                backoff = FIRST_BACKOFF_S
+            self._fail("connection lost")
+            first.set()
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, self.config.reconnect_max_s)
+
+    async def _session(self, first: anyio.Event) -> None:
+        """One connection's life: subscribe to what is wanted, then read until it fails."""
+        self._broken = anyio.Event()
+        self._sent.clear()
+        self._confirmed.clear()
+        pubsub = self.redis.pubsub()
+        try:
+            with anyio.fail_after(self.config.timeout_s):
+                await self.redis.script_load(wire.PUBLISH_SCRIPT)
+                self._sent = set(self._wanted)
+                await pubsub.subscribe(*self._sent)
+                while not self._sent <= self._confirmed:
+                    message = await pubsub.get_message(timeout=self.config.timeout_s)
+                    if message is not None:
+                        self._handle(message)
+            self.up = True
+            first.set()
+            for waiter in self._up_waiters:
+                waiter.set()
+            self._up_waiters.clear()
+            log.info("Redis bridge connected as instance %s", self.instance)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._sync_channels, pubsub)
+                tg.start_soon(self._watch_broken)
+                await self._read(pubsub)
+        finally:
+            with anyio.move_on_after(self.config.timeout_s, shield=True):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _watch_broken(self) -> None:
+        await self._broken.wait()
+        raise _Broken("the publisher lost Redis")
+
+    async def _read(self, pubsub: PubSub) -> None:
+        pinged = False
+        while True:
+            quiet = self.config.timeout_s if pinged else self.config.ping_s
+            with anyio.fail_after(quiet + self.config.timeout_s):
+                message = await pubsub.get_message(timeout=quiet)
+            if message is not None:
+                self._handle(message)
+                pinged = False
+                continue
+            if pinged:
+                raise _Broken("no answer to PING")
+            # Quiet: a half-open socket would never say so, so ask.
+            with anyio.fail_after(self.config.timeout_s):
+                await pubsub.ping()
+            pinged = True
+
+    async def _sync_channels(self, pubsub: PubSub) -> None:
+        while True:
+            changed = self._changed = anyio.Event()
+            add, drop = self._wanted - self._sent, self._sent - self._wanted
+            with anyio.fail_after(self.config.timeout_s):
+                if add:
+                    self._sent |= add
+                    await pubsub.subscribe(*add)
+                if drop:
+                    self._sent -= drop
+                    self._confirmed -= drop
+                    await pubsub.unsubscribe(*drop)
+            await changed.wait()
