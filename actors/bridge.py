@@ -389,6 +389,9 @@ class Bridge:
         pubsub = self.redis.pubsub()
         try:
             with anyio.fail_after(self.config.timeout_s):
+                # Pooled connections from before a failure may be dead (a restarted Redis):
+                # drop them, or the publisher's next call fails on one (no retries, by design).
+                await self.redis.connection_pool.disconnect()
                 await self.redis.script_load(wire.PUBLISH_SCRIPT)
                 self._sent = set(self._wanted)
                 await pubsub.subscribe(*self._sent)

@@ -203,7 +203,7 @@ async def follow(
     """Attach a subscriber to a conversation's events (replaying after `since`); 404 unless
     the conversation is the user's."""
     await found.registry.check_owner(user_id, conversation_id)
-    found.hub.attach(subscriber, since)
+    await found.hub.follow(subscriber, since)
 
 
 def parse_position(text: str | None) -> Position | None:

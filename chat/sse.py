@@ -56,8 +56,9 @@ async def relay(
                 yield b"".join(frames)
                 return
         yield b"".join(frames)
-    if subscription.cut_off == "too_slow":
-        yield data_frame(reset_frame(subscription.topic, "too_slow"))
+    if subscription.cut_off in ("too_slow", "gap"):
+        # It missed events (fell behind, or they were lost between instances): resume or reload.
+        yield data_frame(reset_frame(subscription.topic, subscription.cut_off))
 
 
 def sse_response(frames: AsyncIterator[bytes]) -> Response:
