@@ -14,7 +14,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors.commands import Accepted, Command, PostMessage
-from actors.errors import ActorUnavailable, ConversationGone
+from actors.errors import ActorUnavailable, ConversationGone, StoreTimeout
 from actors.hub import Hub
 from actors.provider import (
     Provider,
@@ -111,6 +111,7 @@ class ConversationActor:
         self._reply_scope: anyio.CancelScope | None = None
         self._write_scope: anyio.CancelScope | None = None
         self._stopping = False
+        self._ready = False
 
     @property
     def id(self) -> uuid.UUID:
@@ -118,7 +119,8 @@ class ConversationActor:
 
     @property
     def busy(self) -> bool:
-        return self.current is not None
+        """Loading its history, or handling a command: not to be retired for the cap."""
+        return not self._ready or self.current is not None
 
     def cancel_reply(self) -> bool:
         """Stop the reply being generated, if any; what it said so far is kept."""
@@ -138,6 +140,7 @@ class ConversationActor:
             self.conversation.user_id, self.id, self._config.history_messages
         )
         self._history = [Turn(m.role, m.content) for m in recent]
+        self._ready = True
         task_status.started()
         # The mailbox is the supervisor's to close: after a crash it hands what is still
         # queued to the next actor.
@@ -162,6 +165,8 @@ class ConversationActor:
                 log.info("conversation %s is gone; its actor stops", self.id)
                 command.fail(ConversationGone())
                 self._on_idle(self)
+            except StoreTimeout as failure:
+                command.fail(failure)
             self.current = None
 
     def _publish(self, type: str, payload: dict[str, Any]) -> None:
@@ -333,6 +338,12 @@ class ConversationActor:
                 draft, "cancelled", "the conversation was deleted", "conversation_deleted"
             )
             raise
+        except TimeoutError:
+            # The database is slow or away, not the actor broken: the caller is told, and the
+            # actor goes on (a restart would only count against the conversation).
+            self._end_draft(draft, "error", "the reply could not be stored", "store_failed")
+            log.warning("storing a reply in conversation %s timed out", self.id)
+            raise StoreTimeout("the reply could not be stored in time, try again") from None
         except Exception:
             self._end_draft(draft, "error", "the reply could not be stored", "store_failed")
             raise
@@ -361,9 +372,9 @@ class ConversationActor:
                         self.conversation.user_id, self.id, make_title(question.content)
                     )
                 )
-            except TimeoutError:
+            except Exception:
                 # A title is a nicety: the reply is stored; the conversation keeps its old title.
-                log.warning("titling conversation %s timed out", self.id)
+                log.warning("titling conversation %s failed", self.id, exc_info=True)
                 titled = None
             if titled is not None:
                 self.conversation = replace(

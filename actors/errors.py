@@ -17,3 +17,7 @@ class ActorUnavailable(ActorError):
 
 class ActorCrashed(ActorUnavailable):
     """The actor failed while handling this command; it restarts for the next one."""
+
+
+class StoreTimeout(ActorUnavailable):
+    """The database did not store the reply within its deadline; the actor goes on."""

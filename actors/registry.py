@@ -186,7 +186,8 @@ class Registry:
             entry = self._live.get(conversation_id) or self._spawn(conversation)
         if entry.actor.conversation.user_id != user_id:
             raise ConversationGone()
-        self._live.move_to_end(conversation_id)
+        if self._live.get(conversation_id) is entry:
+            self._live.move_to_end(conversation_id)
         return entry
 
     def _refuse_if_closing(self) -> None:
@@ -213,17 +214,22 @@ class Registry:
             raise ActorUnavailable("the service is shutting down") from None
         self._live[conversation.id] = entry
         self._running += 1
-        self._evict_over_cap()
+        self._evict_over_cap(keep=entry)
         return entry
 
-    def _evict_over_cap(self) -> None:
+    def _evict_over_cap(self, *, keep: _Entry) -> None:
+        """Retire the least recently used idle actors past the cap (never `keep`, the one
+        just made for a caller); busy ones are left alone and the cap is exceeded."""
         excess = len(self._live) - self.config.max_live
         if excess <= 0:
             return
         for entry in list(self._live.values()):
             if excess <= 0:
                 break
-            if not entry.actor.busy:
+            # Idle: started, no command running and none queued. Retiring one that is still
+            # loading or has queued commands would let a second actor start beside it.
+            queued = entry.mailbox.statistics().current_buffer_used
+            if entry is not keep and not entry.actor.busy and not queued:
                 self._retire(entry)
                 excess -= 1
         if excess > 0:

@@ -161,12 +161,15 @@ async def select_message_by_key(
 async def select_reply(
     db: Database, user_id: uuid.UUID, conversation_id: uuid.UUID, after_seq: int
 ) -> Message | None:
-    """The assistant's answer to the message numbered `after_seq`, once it is stored."""
+    """The assistant's answer to the message numbered `after_seq`, once it is stored.
+
+    The actor stores a reply right after its question, so the answer is the next message; a
+    later assistant message answers a later question (the first reply was never stored).
+    """
     row = await db.fetch_one(
-        _owned_messages(user_id, conversation_id)
-        .where(messages.c.seq > after_seq, messages.c.role == "assistant")
-        .order_by(messages.c.seq)
-        .limit(1)
+        _owned_messages(user_id, conversation_id).where(
+            messages.c.seq == after_seq + 1, messages.c.role == "assistant"
+        )
     )
     return None if row is None else Message.from_row(row)
 

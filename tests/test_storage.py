@@ -21,7 +21,7 @@ from storage.messages import (
     select_recent_messages,
     select_reply,
 )
-from storage.rows import Conversation
+from storage.rows import Conversation, Message
 from storage.users import insert_user
 from tests.conftest import Register, auth
 
@@ -97,6 +97,24 @@ async def test_the_message_wire_shape_and_its_schema_agree(db: Database) -> None
     assert set(shape) == set(MessageResponse.model_fields)
     assert shape["error"] == {"code": "upstream_unreachable", "detail": None}
     MessageResponse.model_validate(shape)
+
+
+async def test_the_reply_to_a_question_is_the_message_after_it_only(db: Database) -> None:
+    owner = await new_user(db)
+    cid = (await new_conversation(db, owner)).id
+
+    async def say(role: str, content: str) -> Message:
+        message, _ = await insert_message(
+            db, user_id=owner, conversation_id=cid, role=role, content=content
+        )
+        return message
+
+    lost = await say("user", "first question; its reply was never stored")
+    second = await say("user", "second question")
+    answer = await say("assistant", "the answer to the second")
+    # A retry of the first question must not be given the second question's answer.
+    assert await select_reply(db, owner, cid, lost.seq) is None
+    assert await select_reply(db, owner, cid, second.seq) == answer
 
 
 async def test_message_reads_are_the_owners_only(db: Database) -> None:

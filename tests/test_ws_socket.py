@@ -85,6 +85,9 @@ async def test_bad_frames_get_errors_and_the_socket_goes_on() -> None:
             (b"\x00", "invalid_frame"),
             ('{"type": 7}', "unknown_type"),
             ('{"type": "dance", "request_id": "r"}', "unknown_type"),
+            # Nested past the JSON parser's recursion limit (it raised RecursionError, which
+            # ended the socket).
+            ("[" * 60_000, "invalid_frame"),
             ('{"type": "ping", "extra": 1, "request_id": 5}', "validation_error"),
         ]:
             await transport.to_server.send(bad)
@@ -108,7 +111,6 @@ async def test_a_socket_that_does_not_read_is_closed_not_waited_for() -> None:
         await anyio.wait_all_tasks_blocked()
         feed = socket.follow(conversation_id)
         hub.attach(feed)
-        feed.attached()
         # The client reads nothing: the writer holds one frame, the outbox three, then it is full.
         for i in range(10):
             hub.publish(conversation_id, socket.user.id, "chunk", {"message_id": "m", "content": i})
@@ -139,6 +141,23 @@ async def test_the_sweep_ends_expired_sockets_with_an_error_then_1008() -> None:
     assert later.closing is None
     expiring.close()
     lasting.close()
+
+
+async def test_a_closing_socket_carries_out_no_more_frames() -> None:
+    hub, transport = Hub(HubLimits()), MemoryTransport()
+    socket = ChatSocket(hub, a_user(), time.time() + 60, transport, queue_size=10)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(socket.run, ROUTER)
+        await anyio.wait_all_tasks_blocked()
+        socket.expire()
+        # Sent after the token expired: not answered (it would run with the old token).
+        await transport.to_server.send('{"type": "ping", "request_id": "late"}')
+        assert (await transport.next())["code"] == "token_expired"
+        with anyio.move_on_after(0.3):
+            frame = await transport.next()
+            pytest.fail(f"a frame after the close: {frame}")
+        tg.cancel_scope.cancel()
+    transport.close()
 
 
 def test_the_per_user_cap_admits_and_releases() -> None:

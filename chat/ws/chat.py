@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -12,11 +13,13 @@ from limits.strategies import MovingWindowRateLimiter
 from actors.wire import conversation_json, message_json
 from chat import operations
 from chat.credentials import authenticate, unauthenticated
-from chat.errors import describe
+from chat.errors import APIError, describe
 from chat.services import Services
 from chat.ws import frames
 from chat.ws.router import Handler, Router
-from chat.ws.socket import ChatSocket
+from chat.ws.socket import MAX_FOLLOWED, ChatSocket
+
+log = logging.getLogger(__name__)
 
 
 class Limits:
@@ -69,11 +72,15 @@ def chat_protocol(found: Services) -> Router:
         respond(socket, frame, {"expires_at": int(expires_at)})
 
     async def follow(socket: ChatSocket, conversation_id: Any, since: str | None) -> None:
+        """Follow an owned conversation, replacing any earlier feed of it. The hub subscribes
+        before it replays (from Redis when the bridge is on), so nothing is missed."""
         socket.unfollow(conversation_id)
+        if len(socket.feeds) >= MAX_FOLLOWED:
+            raise APIError(
+                429, "too_many_subscriptions", f"a socket follows at most {MAX_FOLLOWED}"
+            )
         feed = socket.follow(conversation_id)
-        position = operations.parse_position(since)
-        await operations.follow(found, socket.user.id, conversation_id, feed, position)
-        feed.attached()
+        await found.hub.follow(feed, operations.parse_position(since))
 
     async def create_conversation(socket: ChatSocket, frame: frames.CreateConversation) -> None:
         conversation = await operations.create_conversation(found, socket.user.id, frame.title)
@@ -109,6 +116,7 @@ def chat_protocol(found: Services) -> Router:
         key = operations.check_idempotency_key(frame.client_message_id)
         if frame.conversation_id not in socket.feeds:
             # Followed before sending, so not even the stored message's event is missed.
+            await operations.check_owner(found, socket.user.id, frame.conversation_id)
             await follow(socket, frame.conversation_id, None)
         # Into the mailbox here, so one socket's messages keep their order; the waits happen
         # in a task of the socket's own, so the reader goes on (a `cancel` must get through
@@ -123,8 +131,10 @@ def chat_protocol(found: Services) -> Router:
                 reply = await command.finished.wait()
             except Exception as failure:
                 described = describe(failure)
-                code, detail = (described[1], described[2]) if described else ("internal_error", "")
-                socket.push(frames.error(code, detail, frame.request_id))
+                if described is None:
+                    log.exception("a reply to a WebSocket failed")
+                    described = (500, "internal_error", "internal server error")
+                socket.push(frames.error(described[1], described[2], frame.request_id))
                 return
             data = message_json(reply)
             socket.push(frames.answer("message_response", frame.request_id, data=data))
@@ -132,8 +142,8 @@ def chat_protocol(found: Services) -> Router:
         socket.start_soon(answer)
 
     async def subscribe(socket: ChatSocket, frame: frames.Subscribe) -> None:
-        # Answered first, so the replay that follows is not mistaken for the answer's cause.
         await operations.check_owner(found, socket.user.id, frame.conversation_id)
+        # Answered first, so the replay that follows is not mistaken for the answer's cause.
         respond(socket, frame, {"conversation_id": str(frame.conversation_id)})
         await follow(socket, frame.conversation_id, frame.since)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 from quart import Blueprint, current_app, websocket
 
 from chat.credentials import authenticate
@@ -9,7 +10,7 @@ from chat.errors import APIError
 from chat.services import services
 from chat.ws.chat import chat_protocol
 from chat.ws.router import Router
-from chat.ws.socket import POLICY, ChatSocket
+from chat.ws.socket import CLOSE_S, POLICY, ChatSocket
 
 blueprint = Blueprint("ws", __name__)
 PROTOCOL = "parley.ws.chat"
@@ -56,11 +57,13 @@ async def ws_chat() -> None:
     try:
         await websocket.accept()
         await socket.run(router)
+        if socket.closing is not None:
+            code, reason = socket.closing
+            # Bounded: the close frame waits on a client that may not be reading at all.
+            with anyio.move_on_after(CLOSE_S):
+                await websocket.close(code, reason)
     finally:
         # Cleaned up here, not in `after_websocket`: that is not called on a disconnect
-        # (quart #337).
+        # (quart #337). Released only now, so a socket still closing counts against the cap.
         found.sockets.discard(socket)
         found.sockets.release(user.id)
-    if socket.closing is not None:
-        code, reason = socket.closing
-        await websocket.close(code, reason)

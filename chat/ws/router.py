@@ -46,7 +46,7 @@ class Router:
             return
         try:
             body = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # `[[[[…` nested deeper than the parser goes
             socket.push(frames.error("invalid_frame", "the frame is not valid JSON"))
             return
         if not isinstance(body, dict):

@@ -27,6 +27,13 @@ from storage.rows import User
 
 log = logging.getLogger(__name__)
 
+# How long the frames queued before a close may take to be written.
+FLUSH_S = 5.0
+# How long the close frame itself may take: a client that does not read never takes it.
+CLOSE_S = 5.0
+# Conversations one socket may follow at once.
+MAX_FOLLOWED = 100
+
 # Close codes (RFC 6455 §7.4.1).
 NORMAL = 1000
 GOING_AWAY = 1001
@@ -84,8 +91,11 @@ class ChatSocket:
             return
         self.closing = (code, reason)
         if flush:
-            # The writer sends what is queued, then finds the end of the outbox.
+            # The writer sends what is queued, then finds the end of the outbox; a client that
+            # does not read gets `FLUSH_S` for it.
             self._outbox.close()
+            if self._scope is not None:
+                self._scope.deadline = min(self._scope.deadline, anyio.current_time() + FLUSH_S)
         elif self._scope is not None:
             self._scope.cancel()
 
@@ -110,19 +120,20 @@ class ChatSocket:
         try:
             async with anyio.create_task_group() as tg:
                 self._scope, self._task_group = tg.cancel_scope, tg
-                tg.start_soon(self._read, router, tg.cancel_scope)
+                tg.start_soon(self._read, router)
                 await self._write()
                 tg.cancel_scope.cancel()
         finally:
             self._release()
 
-    async def _read(self, router: Router, scope: anyio.CancelScope) -> None:
-        try:
-            while True:
-                await router.dispatch(self, await self._transport.receive())
-        finally:
-            # The client went away (or the server ended it): nothing more to write.
-            scope.cancel()
+    async def _read(self, router: Router) -> None:
+        # A client that goes away cancels the whole socket (Quart cancels its handler). Once the
+        # server ends the socket (an expired token, shutdown), no frame is carried out any
+        # more, while the writer still sends what was queued.
+        while self.closing is None:
+            data = await self._transport.receive()
+            if self.closing is None:
+                await router.dispatch(self, data)
 
     async def _write(self) -> None:
         async with self._pending:
@@ -153,6 +164,18 @@ class ConversationFeed(Subscriber):
     def __init__(self, socket: ChatSocket, conversation_id: uuid.UUID) -> None:
         super().__init__(socket.hub, conversation_id)
         self.socket = socket
+        socket.feeds[conversation_id] = self
+
+    @property
+    def reset_first(self) -> str | None:
+        return None
+
+    @reset_first.setter
+    def reset_first(self, reason: str | None) -> None:
+        # Told the moment the hub finds the position cannot be honoured: before any live
+        # event of the conversation reaches the socket.
+        if reason is not None:
+            self.socket.push(reset_frame(self.topic, reason).decode())
 
     def offer(self, event: Event) -> None:
         if self.cut_off is not None or event is KEEP_ALIVE:
@@ -160,11 +183,12 @@ class ConversationFeed(Subscriber):
         self.last_offered = anyio.current_time()
         self.socket.push(event.data.decode())
 
-    def attached(self) -> None:
-        """Registered with the hub: a position it could not honour is told first."""
-        self.socket.feeds[self.topic] = self
-        if self.reset_first is not None:
-            self.socket.push(reset_frame(self.topic, self.reset_first).decode())
+    def end(self, reason: str = "closed") -> None:
+        super().end(reason)
+        if reason == "gap":
+            # Events from another instance were missed: reload, then `subscribe` with `since`.
+            self.socket.push(reset_frame(self.topic, reason).decode())
+            self.socket.feeds.pop(self.topic, None)
 
 
 class UserFeed(Subscriber):

@@ -87,7 +87,11 @@ class MemoryStore:
         if await self.load_conversation(user_id, conversation_id) is None:
             return None
         return next(
-            (m for m in self.messages[conversation_id] if m.seq > seq and m.role == "assistant"),
+            (
+                m
+                for m in self.messages[conversation_id]
+                if m.seq == seq + 1 and m.role == "assistant"
+            ),
             None,
         )
 

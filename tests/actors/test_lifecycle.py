@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from actors.actor import ActorConfig
-from actors.errors import ActorCrashed, ActorUnavailable
+from actors.errors import ActorCrashed, ActorUnavailable, StoreTimeout
 from actors.hub import Hub, HubLimits, Subscription
 from actors.provider import ReplyPart, ReplyRequest
 from actors.registry import Registry
@@ -205,6 +205,47 @@ async def test_a_slow_database_delays_a_reply_but_does_not_lose_it(world: World)
         command = await registry.post_message(world.user_id, cid, "patience")
         with anyio.fail_after(5):
             assert (await command.finished.wait()).status == "complete"
+
+
+async def test_a_new_conversation_at_the_cap_with_every_actor_busy_is_served(
+    world: World,
+) -> None:
+    provider = ScriptedProvider()
+    first, second = await world.new_conversation(), await world.new_conversation()
+    async with running_registry(world, provider, max_live=1) as registry:
+        busy = await registry.post_message(world.user_id, first, "pause here")
+        with anyio.fail_after(5):
+            await provider.paused.wait()
+        # The one live actor is busy: the new conversation's actor goes over the cap (it was
+        # evicting itself, and the caller got a KeyError).
+        other = await registry.post_message(world.user_id, second, "hello")
+        provider.release.set()
+        with anyio.fail_after(5):
+            assert (await other.finished.wait()).status == "complete"
+            assert (await busy.finished.wait()).status == "complete"
+
+
+async def test_a_reply_store_that_times_out_fails_the_command_not_the_actor(
+    world: World,
+) -> None:
+    provider = ScriptedProvider()
+    cid = await world.new_conversation()
+    store = GatedStore(world.store)
+    store.reply_gate = anyio.Event()  # the database never answers this write
+    gated = World(store, world.user_id, world.new_conversation)
+    async with running_registry(gated, provider, write_timeout_s=0.2) as registry:
+        with registry.hub.subscribe(cid) as events:
+            stuck = await registry.post_message(world.user_id, cid, "hello")
+            with anyio.fail_after(5), pytest.raises(StoreTimeout):
+                await stuck.finished.wait()
+            ended = await next_of(events, "complete", "cancelled", "error")
+            assert (ended["type"], ended["code"]) == ("error", "store_failed")
+        # The database is back; the same actor answers, and nothing counted as a crash.
+        store.reply_gate.set()
+        again = await registry.post_message(world.user_id, cid, "again")
+        with anyio.fail_after(5):
+            assert (await again.finished.wait()).status == "complete"
+        assert not registry._crashes
 
 
 async def test_no_actor_starts_once_shutdown_began(world: World) -> None:
