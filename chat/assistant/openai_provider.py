@@ -14,6 +14,11 @@ from openai.types.chat import ChatCompletionChunk
 
 from actors.provider import ProviderError, ReplyInfo, ReplyPart, ReplyRequest, TextDelta
 
+# Finish reasons that end a reply before its end, and what the stored reply says of them.
+CUT_SHORT = {
+    "length": "the model stopped at its length limit; the reply is cut short",
+    "content_filter": "the model's content filter stopped the reply",
+}
 SYSTEM_PROMPT = (
     "You are Parley, a friendly and concise customer-support assistant. Answer the customer's "
     "question clearly. If you cannot help, offer to open a support ticket."
@@ -134,7 +139,7 @@ class OpenAIProvider:
             )
         except openai.APIError as error:
             raise self._start_error(error) from error
-        finished = False
+        finished: str | None = None
         started = False
         try:
             async with stream:
@@ -152,13 +157,16 @@ class OpenAIProvider:
                     for choice in chunk.choices:
                         if choice.delta.content:
                             yield TextDelta(choice.delta.content)
-                        finished = finished or choice.finish_reason is not None
+                        finished = finished or choice.finish_reason
         except openai.APIError as error:
             raise self._stream_error(error, started) from error
         if not finished:
             raise ProviderError(
                 "the model's reply ended before it was finished", "upstream_truncated"
             )
+        if finished in CUT_SHORT:
+            # The model stopped on its own limit or filter: a half answer, not a complete one.
+            raise ProviderError(CUT_SHORT[finished], f"upstream_{finished}")
         if model != self.model:
             yield ReplyInfo(model=model)
 

@@ -8,6 +8,7 @@
 - `truncated`: two content chunks, then the body ends cleanly, without a `finish_reason` or
   `[DONE]` (a proxy that cuts streams does this);
 - `no_done`: as `normal` but without the closing `[DONE]` (the `finish_reason` is the signal);
+- `length`, `content_filter`: as `normal`, but finished for that reason (cut short);
 - `hang`: one content chunk, then nothing until the client disconnects or the server stops;
 - `silent`: the response starts (status and headers), then no chunk at all;
 - `unauthorized`: 401 whose error message repeats the API key it received, as some servers do.
@@ -100,7 +101,8 @@ def create_app(state: FakeOpenAI) -> Quart:
         state.headers.append(dict(request.headers))
         model = body.get("model")
 
-        if model in ("normal", "no_done"):
+        if model in ("normal", "no_done", "length", "content_filter"):
+            reason = model if model in ("length", "content_filter") else "stop"
 
             async def normal() -> AsyncIterator[bytes]:
                 first = {"role": "assistant", "content": ""}
@@ -109,7 +111,7 @@ def create_app(state: FakeOpenAI) -> Quart:
                     yield _chunk(SERVED_MODEL, piece)
                 yield _chunk(
                     SERVED_MODEL,
-                    choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                    choices=[{"index": 0, "delta": {}, "finish_reason": reason}],
                 )
                 yield _chunk(SERVED_MODEL, choices=[], usage=USAGE)
                 if model == "normal":

@@ -237,6 +237,16 @@ async def test_a_finish_reason_without_done_is_a_complete_reply(server: FakeOpen
     assert texts(parts) == list(NORMAL_PIECES)
 
 
+@pytest.mark.parametrize("reason", ["length", "content_filter"])
+async def test_a_reply_cut_short_by_the_model_is_a_failure(server: FakeOpenAI, reason: str) -> None:
+    with anyio.fail_after(10):
+        async with openai_provider(server, reason) as provider:
+            parts, error = await run(provider, a_request())
+    # All the text is kept, but it is not a complete answer.
+    assert texts(parts) == list(NORMAL_PIECES)
+    assert error is not None and error.code == f"upstream_{reason}"
+
+
 async def test_a_stream_that_stalls_ends_after_the_stall_bound_and_hangs_up(
     server: FakeOpenAI,
 ) -> None:
