@@ -16,6 +16,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from actors.commands import Accepted, Command, PostMessage
 from actors.errors import ActorUnavailable, ConversationGone, StoreTimeout
 from actors.hub import Hub
+from actors.lease import UNFENCED, Leases
 from actors.provider import (
     Provider,
     ProviderError,
@@ -28,7 +29,7 @@ from actors.provider import (
 )
 from actors.store import Store
 from actors.wire import conversation_json, message_json
-from storage.errors import NotFound
+from storage.errors import Fenced, NotFound
 from storage.rows import Conversation, Message
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class ConversationActor:
         hub: Hub,
         config: ActorConfig,
         on_idle: Callable[[ConversationActor], None],
+        leases: Leases | None = None,
     ) -> None:
         self.conversation = conversation
         self.current: Command | None = None
@@ -112,6 +114,12 @@ class ConversationActor:
         self._write_scope: anyio.CancelScope | None = None
         self._stopping = False
         self._ready = False
+        # With a cluster: the fencing number every write carries (actors/lease.py), fixed
+        # for this actor's life; without a lease (Redis away) its writes are not fenced.
+        self._leases = leases
+        self._fenced: dict[str, int] = {}
+        if leases is not None:
+            self._fenced = {"fence": leases.fence(conversation.id) or UNFENCED}
 
     @property
     def id(self) -> uuid.UUID:
@@ -167,6 +175,11 @@ class ConversationActor:
                 self._on_idle(self)
             except StoreTimeout as failure:
                 command.fail(failure)
+            except Fenced:
+                # Another instance holds the lease now: write nothing more, take nothing new.
+                log.warning("conversation %s moved to another instance; its actor stops", self.id)
+                command.fail(ActorUnavailable("the conversation moved, try again"))
+                self._on_idle(self)
             self.current = None
 
     def _publish(self, type: str, payload: dict[str, Any]) -> None:
@@ -208,6 +221,7 @@ class ConversationActor:
                     role="user",
                     content=command.content,
                     idempotency_key=command.idempotency_key,
+                    **self._fenced,
                 )
             )
         except TimeoutError:
@@ -231,6 +245,9 @@ class ConversationActor:
                 stored["origin"] = command.origin
             self._publish("message", stored)
         draft = _Draft(uuid.uuid4(), [], {})
+        if self._leases is not None:
+            # Whoever takes the conversation over if we die can end this reply (lease.py).
+            await self._leases.mark_reply(self.id, draft.id)
         command.accepted.set(Accepted(message, draft.id, duplicate=not new))
         try:
             reply = await self._reply(message, draft, paced=command.paced)
@@ -238,6 +255,8 @@ class ConversationActor:
             if not draft.ended:
                 # Whatever stopped us, the reply's watchers must learn that it ended.
                 self._end_draft(draft, "error", "the reply was lost", "internal_error")
+        if self._leases is not None:
+            await self._leases.mark_reply(self.id, None)
         command.finished.set(reply)
 
     def _end_draft(self, draft: _Draft, type: str, error: str, code: str) -> None:
@@ -331,8 +350,13 @@ class ConversationActor:
                     tokens_used=tokens,
                     error_code=code or None,
                     error_detail=error or None,
+                    **self._fenced,
                 )
             )
+        except Fenced:
+            # The new holder of the lease ends this reply for its watchers; nothing is stored.
+            draft.ended = True
+            raise
         except NotFound:
             self._end_draft(
                 draft, "cancelled", "the conversation was deleted", "conversation_deleted"

@@ -5,8 +5,8 @@ process sends what is queued in one pipelined round trip (a script per conversat
 numbers, appends to the conversation's Stream and publishes to its channel and its owner's
 user channel, all or nothing) and then delivers to this process's subscribers. Numbering is a
 compare-and-set on the conversation's hash in Redis, so ids never repeat or skip even when
-another instance published meanwhile. This assumes one publisher per conversation at a time:
-today one actor per conversation per instance, and the cluster-wide lease is a later step.
+another instance published meanwhile. The lease (actors/lease.py) makes one publisher per
+conversation at a time the rule; the compare-and-set keeps ids right when it is broken.
 
 Receiving: one supervised task per process holds the pub/sub connection, subscribed to exactly
 the channels this process's subscribers need, plus the instance's own. It pings when quiet and
@@ -26,6 +26,7 @@ import secrets
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +115,8 @@ class Bridge:
         self._changed = anyio.Event()
         self._broken = anyio.Event()
         self._sha = hashlib.sha1(wire.PUBLISH_SCRIPT.encode()).hexdigest()
+        # Messages on the instance's own channel (forwarded commands: actors/forwarding.py).
+        self.direct: Callable[[bytes], None] | None = None
         hub.relay = self
 
     @property
@@ -352,6 +355,10 @@ class Bridge:
     def _handle(self, message: dict[str, Any]) -> None:
         kind, channel = message["type"], message["channel"]
         if kind == "message":
+            if channel == wire.instance_channel(self.instance):
+                if self.direct is not None:
+                    self.direct(message["data"])
+                return
             self._receive(channel, message["data"])
         elif kind == "subscribe":
             self._confirmed.add(channel)

@@ -19,9 +19,11 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.actor import ActorConfig, ConversationActor
+from actors.cluster import ATTEMPTS, Cluster, lost
 from actors.commands import Command, PostMessage
 from actors.errors import ActorCrashed, ActorUnavailable, ConversationGone
 from actors.hub import Hub
+from actors.lease import Elsewhere
 from actors.provider import Provider
 from actors.store import Store
 from storage.rows import Conversation
@@ -71,6 +73,14 @@ class Registry:
         self.stopped = anyio.Event()
         # When each conversation's actor last crashed, within the restart window.
         self._crashes: dict[uuid.UUID, deque[float]] = {}
+        # With Redis: the cluster-wide lease per conversation and forwarding (`join`).
+        self.cluster: Cluster | None = None
+
+    def join(self, cluster: Cluster) -> None:
+        """Run one actor per conversation across the cluster: take the lease before spawning,
+        forward commands for conversations whose lease another instance holds."""
+        self.cluster = cluster
+        cluster.attach(self)
 
     @property
     def live(self) -> int:
@@ -131,11 +141,25 @@ class Registry:
         *,
         paced: bool = True,
         origin: str | None = None,
+        local: bool = False,
     ) -> PostMessage:
-        """Hand a message to the conversation's actor; wait on the command's outcomes."""
+        """Hand a message to the conversation's actor; wait on the command's outcomes.
+
+        With a cluster, a conversation whose lease another instance holds has its command
+        forwarded there, unless `local` (a command forwarded here is never sent on)."""
         command = PostMessage(user_id, content, idempotency_key, paced, origin)
-        for _ in range(2):
+        for _ in range(ATTEMPTS):
             entry = await self._entry(user_id, conversation_id)
+            if isinstance(entry, Elsewhere):
+                assert self.cluster is not None
+                if local:
+                    raise ActorUnavailable("the conversation moved, try again")
+                if await self.cluster.forwarding.post(entry.owner, conversation_id, command):
+                    return command
+                # Nobody listens there: the owner died. Its lease is free once it expires
+                # (the caller bounds the whole wait).
+                await anyio.sleep(min(entry.ttl_s, self.cluster.leases.lease_s) + 0.01)
+                continue
             try:
                 await entry.inbox.send(command)
                 return command
@@ -166,6 +190,23 @@ class Registry:
         entry = self._live.get(conversation_id)
         return entry is not None and entry.actor.cancel_reply()
 
+    async def cancel_anywhere(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+        """Stop the conversation's reply here, or on the instance whose actor runs it."""
+        if self.cancel_reply(conversation_id):
+            return True
+        if self.cluster is None or conversation_id in self._live:
+            return False
+        return await self.cluster.cancel_elsewhere(user_id, conversation_id)
+
+    def lost(self, conversation_id: uuid.UUID, taken: bool) -> None:
+        """The lease is gone: no new commands here. Taken by another instance, the reply
+        stops too (its write would be fenced anyway)."""
+        entry = self._live.get(conversation_id)
+        if entry is not None:
+            if taken:
+                entry.actor.cancel_reply()
+            self._retire(entry)
+
     def discard(self, conversation_id: uuid.UUID) -> None:
         """The conversation was deleted: stop its reply and retire its actor."""
         entry = self._live.get(conversation_id)
@@ -173,7 +214,7 @@ class Registry:
             entry.actor.cancel_reply()
             self._retire(entry)
 
-    async def _entry(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> _Entry:
+    async def _entry(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> _Entry | Elsewhere:
         entry = self._live.get(conversation_id)
         if entry is None:
             self._refuse_if_closing()
@@ -181,9 +222,19 @@ class Registry:
             conversation = await self.store.load_conversation(user_id, conversation_id)
             if conversation is None:
                 raise ConversationGone()
+            interrupted = None
+            if self.cluster is not None and conversation_id not in self._live:
+                taken = await self.cluster.leases.acquire(conversation_id)
+                if isinstance(taken, Elsewhere):
+                    return taken
+                interrupted = taken.interrupted
             # Shutdown may have begun, or another caller started it, while we were loading.
             self._refuse_if_closing()
             entry = self._live.get(conversation_id) or self._spawn(conversation)
+            if interrupted is not None:
+                # Its owner died mid-reply: the reply was never stored; its watchers learn
+                # that it ended.
+                self.hub.publish(conversation_id, conversation.user_id, "error", lost(interrupted))
         if entry.actor.conversation.user_id != user_id:
             raise ConversationGone()
         if self._live.get(conversation_id) is entry:
@@ -197,6 +248,7 @@ class Registry:
     def _spawn(self, conversation: Conversation) -> _Entry:
         """Queue a new actor for the hosting task to start; its mailbox takes commands now."""
         send, receive = anyio.create_memory_object_stream[Command](self.config.mailbox_size)
+        leases = self.cluster.leases if self.cluster is not None else None
         actor = ConversationActor(
             conversation,
             store=self.store,
@@ -204,6 +256,7 @@ class Registry:
             hub=self.hub,
             config=self.config,
             on_idle=self._on_idle,
+            leases=leases,
         )
         entry = _Entry(actor, send, receive)
         try:
@@ -282,6 +335,10 @@ class Registry:
             self._fail_queued(entry, ActorUnavailable("the service is shutting down"))
             self._retire(entry)
             self._running_actors.discard(actor)
+            # The conversation's last actor here ended: its lease goes (idle stop, shutdown).
+            others = any(other.id == actor.id for other in self._running_actors)
+            if self.cluster is not None and actor.id not in self._live and not others:
+                self.cluster.leases.release_soon(actor.id)
             self._stopped_one()
 
     def _stopped_one(self) -> None:

@@ -185,7 +185,7 @@ async def send_message(
 async def cancel_reply(found: Services, user_id: UUID, conversation_id: UUID) -> bool:
     """Stop the reply being generated, if any; 404 unless the conversation is the user's."""
     await found.registry.check_owner(user_id, conversation_id)
-    return found.registry.cancel_reply(conversation_id)
+    return await found.registry.cancel_anywhere(user_id, conversation_id)
 
 
 async def check_owner(found: Services, user_id: UUID, conversation_id: UUID) -> None:

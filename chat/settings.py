@@ -49,6 +49,9 @@ class Settings(BaseModel):
     redis_ping_s: float = Field(5 * SECONDS, gt=0)
     redis_reconnect_max_s: float = Field(10 * SECONDS, gt=0)
     redis_queue_size: int = Field(10_000, ge=1)
+    # How long a conversation's lease in Redis outlives its holder (one actor per conversation
+    # across instances): a dead instance's conversations move after at most this.
+    actor_lease_s: float = Field(10 * SECONDS, gt=0)
     jwt_secret: str = ""
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     jwt_issuer: str = "parley"

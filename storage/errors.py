@@ -52,3 +52,8 @@ def integrity_errors(*, conflict: str, missing: str) -> Iterator[None]:
         if name in _SQLITE_FOREIGN_KEY:
             raise NotFound(missing) from error
         raise
+
+
+class Fenced(StorageError):
+    """The write came from a lease holder whose fencing number is stale (another instance's
+    actor took the conversation over): nothing was written."""

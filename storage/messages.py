@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from databases import Database
 
 from storage.compiled import Statement
-from storage.errors import Conflict, NotFound, integrity_errors
+from storage.errors import Conflict, Fenced, NotFound, integrity_errors
+from storage.fences import fence_of
 from storage.rows import Message, now
 from storage.tables import conversations, messages
 
@@ -26,6 +27,8 @@ _bump_statement = (
         conversations.c.id == sa.bindparam("conversation_id"),
         conversations.c.user_id == sa.bindparam("user_id"),
         conversations.c.deleted_at.is_(None),
+        # A stale lease holder (one that lost its lease while paused) writes nothing.
+        conversations.c.fence <= sa.bindparam("fence", 0, type_=sa.BigInteger),
     )
     .values(
         total_messages=conversations.c.total_messages + 1,
@@ -78,6 +81,7 @@ async def insert_message(
     tokens_used: int = 0,
     error_code: str | None = None,
     error_detail: str | None = None,
+    fence: int = 0,
 ) -> tuple[Message, bool]:
     """Store a message; returns it and whether it is new.
 
@@ -87,6 +91,9 @@ async def insert_message(
     With an `idempotency_key` already used in this conversation the first message is returned
     and nothing is written. `NotFound` if the conversation is not the user's live one, also
     for a retried key: a deleted conversation's old answers are not given out again.
+
+    `fence` is the writer's fencing number (actors/lease.py): `Fenced`, and nothing written,
+    if the conversation has a newer one.
     """
     if idempotency_key is not None:
         existing = await select_message_by_key(db, user_id, conversation_id, idempotency_key)
@@ -110,7 +117,7 @@ async def insert_message(
         error_code=error_code,
         error_detail=error_detail,
     )
-    values = asdict(message) | {"user_id": user_id, "tokens_used": tokens_used}
+    values = asdict(message) | {"user_id": user_id, "tokens_used": tokens_used, "fence": fence}
     try:
         with integrity_errors(conflict="idempotency key", missing="conversation"):
             if db.url.dialect == "postgresql":
@@ -129,6 +136,8 @@ async def insert_message(
             raise
         return existing, False
     if seq is None:
+        if fence and (await fence_of(db, conversation_id) or 0) > fence:
+            raise Fenced("conversation")
         raise NotFound("conversation")
     return replace(message, seq=seq), True
 

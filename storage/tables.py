@@ -45,6 +45,8 @@ conversations = sa.Table(
     sa.Column("total_tokens_used", sa.Integer, nullable=False, server_default="0"),
     sa.Column("is_auditable", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("retention_days", sa.Integer, nullable=False, server_default="30"),
+    # The fencing number of the cluster-wide lease whose actor may write (actors/lease.py).
+    sa.Column("fence", sa.BigInteger, nullable=False, server_default="0"),
     # The sweeper scans soft-deleted rows only.
     sa.Index(
         "ix_conversations_deleted_at",

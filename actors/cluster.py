@@ -1,0 +1,108 @@
+"""The cluster's side of the registry: the leases and the forwarding, run together."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskStatus
+from databases import Database
+
+from actors.actor import ActorConfig
+from actors.bridge import Bridge
+from actors.commands import PostMessage
+from actors.errors import ConversationGone
+from actors.forwarding import Cancel, Forwarding, Post
+from actors.lease import Leases
+from storage.fences import fence_of, raise_fence
+
+if TYPE_CHECKING:
+    from actors.registry import Registry
+
+# Lookups of a conversation's owner before a command gives up (each may wait for a dead
+# owner's lease to expire).
+ATTEMPTS = 4
+
+
+@dataclass
+class Cluster:
+    leases: Leases
+    forwarding: Forwarding
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Renew the leases and serve forwarded commands until cancelled (then release)."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.leases.run)
+            tg.start_soon(self.forwarding.run)
+            task_status.started()
+
+    def attach(self, registry: Registry) -> None:
+        """Forwarded commands run on `registry`'s actors; a lost lease retires its actor."""
+
+        async def post(request: Post) -> PostMessage:
+            return await registry.post_message(
+                uuid.UUID(request.user_id),
+                uuid.UUID(request.conversation_id),
+                request.content,
+                request.idempotency_key,
+                paced=request.paced,
+                origin=request.origin,
+                local=True,
+            )
+
+        async def cancel(request: Cancel) -> bool:
+            conversation_id = uuid.UUID(request.conversation_id)
+            try:
+                await registry.check_owner(uuid.UUID(request.user_id), conversation_id)
+            except ConversationGone:
+                return False
+            return registry.cancel_reply(conversation_id)
+
+        self.forwarding.local_post = post
+        self.forwarding.local_cancel = cancel
+        self.leases.on_lost = registry.lost
+
+    async def cancel_elsewhere(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+        """Stop the conversation's reply on the instance holding its lease, if another."""
+        owner = await self.leases.owner(conversation_id)
+        if owner is None or owner == self.leases.instance:
+            return False
+        return await self.forwarding.cancel(owner, user_id, conversation_id)
+
+
+def lost(reply_id: str) -> dict[str, Any]:
+    """The terminal event of a reply whose instance died before storing it."""
+    return {
+        "message_id": reply_id,
+        "error": "the reply was lost with the instance generating it",
+        "code": "internal_error",
+    }
+
+
+# How long the owner may take to store a forwarded message (chat.operations.ACCEPT_DEADLINE_S).
+ACCEPT_S = 30.0
+# A claim is one short UPDATE; shielded, so a cancelled one cannot break its connection.
+CLAIM_DEADLINE_S = 5.0
+
+
+def make_cluster(bridge: Bridge, db: Database, lease_s: float, actors: ActorConfig) -> Cluster:
+    """Leases and forwarding over the bridge's Redis client, as the bridge's instance."""
+
+    async def claim(conversation_id: uuid.UUID, fence: int) -> int | None:
+        with anyio.fail_after(CLAIM_DEADLINE_S, shield=True):
+            await raise_fence(db, conversation_id, fence)
+            return await fence_of(db, conversation_id)
+
+    timeout_s = bridge.config.timeout_s
+    # A forwarded reply may take as long at its owner as a local one, and its write.
+    finish_s = actors.reply_timeout_s + actors.write_timeout_s + timeout_s
+    leases = Leases(
+        bridge.redis, bridge.instance, lease_s=lease_s, timeout_s=timeout_s, claim=claim
+    )
+    forwarding = Forwarding(
+        bridge.redis, bridge.instance, timeout_s=timeout_s, accept_s=ACCEPT_S, finish_s=finish_s
+    )
+    bridge.direct = forwarding.receive
+    return Cluster(leases, forwarding)

@@ -1,0 +1,278 @@
+"""One live actor per conversation across instances (issue 8, item 3): the lease in Redis,
+forwarding to its holder, take-over after the holder died, and fencing of a stale holder's
+writes. Real Parley processes on PostgreSQL and a private redis-server."""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+import redis.asyncio
+from httpx_sse import aconnect_sse
+
+from tests import databases
+from tests.redis_server import RedisServer, running_redis
+from tests.server import Server, parley, running_server, server_env
+
+pytestmark = pytest.mark.anyio
+BASE = "/api/v1/chat/conversations"
+QUESTION = "How do I reset my password?"
+WAIT_S = 20
+LEASE_S = 2
+
+
+@pytest.fixture(name="redis_server", scope="module")
+def fixture_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(name="env", scope="module")
+def fixture_env(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[dict[str, str]]:
+    url = databases.create_postgres_database()
+    env = server_env(
+        tmp_path_factory.mktemp("cluster"),
+        database_url=url,
+        redis_url=redis_server.url,
+        # Slow enough to act on a reply while it runs.
+        assistant_token_delay_ms="20",
+        redis_timeout_s="0.5",
+        redis_ping_s="0.5",
+        redis_reconnect_max_s="0.3",
+        actor_lease_s=str(LEASE_S),
+    )
+    parley("migrate", env=env)
+    yield env
+    databases.drop_postgres_database(url)
+
+
+@pytest.fixture(name="servers", scope="module")
+def fixture_servers(
+    env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Server]]:
+    logs = tmp_path_factory.mktemp("logs")
+    with running_server(env, logs / "a.log") as a, running_server(env, logs / "b.log") as b:
+        yield a, b
+        assert a.stop() == 0 and b.stop() == 0
+    assert "Traceback" not in a.log_text() + b.log_text()
+
+
+@pytest.fixture(name="http")
+async def fixture_http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=WAIT_S) as client:
+        yield client
+
+
+@pytest.fixture(name="lease_keys")
+async def fixture_lease_keys(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+async def sign_up(http: httpx.AsyncClient, server: Server) -> dict[str, str]:
+    body = {"email": f"lease-{uuid.uuid4().hex[:8]}@example.com", "password": "password-1"}
+    assert (await http.post(server.url + "/auth/register", json=body)).status_code == 201
+    token = (await http.post(server.url + "/auth/login", json=body)).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def new_conversation(http: httpx.AsyncClient, server: Server, me: dict[str, str]) -> str:
+    response = await http.post(server.url + BASE, json={}, headers=me)
+    assert response.status_code == 201
+    return str(response.json()["id"])
+
+
+async def send(
+    http: httpx.AsyncClient, server: Server, me: dict[str, str], cid: str, text: str = QUESTION
+) -> httpx.Response:
+    """A message over REST, answered (201) once the reply is stored."""
+    url = f"{server.url}{BASE}/{cid}/messages"
+    return await http.post(url, json={"message": text}, headers=me)
+
+
+async def stored(
+    http: httpx.AsyncClient, server: Server, me: dict[str, str], cid: str
+) -> list[dict[str, object]]:
+    response = await http.get(f"{server.url}{BASE}/{cid}/messages?limit=100", headers=me)
+    assert response.status_code == 200
+    items: list[dict[str, object]] = response.json()["items"]
+    return items
+
+
+async def watch(
+    http: httpx.AsyncClient,
+    server: Server,
+    me: dict[str, str],
+    cid: str,
+    ready: anyio.Event,
+    into: list[dict[str, object]],
+    completes: int,
+) -> None:
+    """A conversation's events on `server` until `completes` replies completed."""
+    async with aconnect_sse(http, "GET", f"{server.url}{BASE}/{cid}/events", headers=me) as s:
+        ready.set()
+        async for sse in s.aiter_sse():
+            event = json.loads(sse.data)
+            into.append(event)
+            completes -= event["type"] == "complete"
+            if completes == 0:
+                return
+
+
+async def first_chunk(source: AsyncIterator[str]) -> str:
+    """Read a send-and-stream response up to its first chunk; the reply's id."""
+    async for data in source:
+        event = json.loads(data)
+        if event["type"] == "chunk":
+            return str(event["message_id"])
+    raise AssertionError("the stream ended without a chunk")
+
+
+async def wait_lease_gone(lease_keys: redis.asyncio.Redis, cid: str) -> None:
+    """Until the conversation's lease expired in Redis (its holder stopped renewing it)."""
+    # Polling the private Redis: an expiry has no event to wait on from outside.
+    while await lease_keys.exists(f"parley:l:{cid}"):  # noqa: ASYNC110
+        await anyio.sleep(0.05)
+
+
+async def test_concurrent_sends_on_a_and_b_are_answered_by_one_actor_in_order(
+    http: httpx.AsyncClient, servers: tuple[Server, Server]
+) -> None:
+    a, b = servers
+    me = await sign_up(http, a)
+    cid = await new_conversation(http, a, me)
+    events: list[dict[str, object]] = []
+    ready = anyio.Event()
+    each = 3
+    with anyio.fail_after(WAIT_S):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch, http, b, me, cid, ready, events, 2 * each)
+            await ready.wait()
+            async with anyio.create_task_group() as senders:
+                for i in range(each):
+                    for server, name in ((a, "a"), (b, "b")):
+
+                        async def one(server: Server = server, text: str = f"{name}{i}") -> None:
+                            assert (await send(http, server, me, cid, text)).status_code == 201
+
+                        senders.start_soon(one)
+    # Stored strictly alternating: question, its answer, question, ... with no gaps.
+    messages = await stored(http, a, me, cid)
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 2 * each
+    assert sorted(str(m["content"]) for m in messages[::2]) == sorted(
+        f"{n}{i}" for n in "ab" for i in range(each)
+    )
+    # Published in order: every reply's chunks between its question and its `complete`.
+    numbered = [int(str(e["seq"])) for e in events]
+    assert numbered == list(range(numbered[0], numbered[0] + len(numbered)))
+    running: str | None = None
+    for event in events:
+        if event["type"] == "chunk":
+            running = running or str(event["message_id"])
+            assert event["message_id"] == running
+        elif event["type"] == "complete":
+            assert running is None or dict(event["message"])["id"] == running  # type: ignore[call-overload]
+            running = None
+        elif event["type"] == "message":
+            assert running is None
+
+
+async def test_cancel_sent_to_b_stops_the_reply_running_on_a(
+    http: httpx.AsyncClient, servers: tuple[Server, Server]
+) -> None:
+    a, b = servers
+    me = await sign_up(http, a)
+    cid = await new_conversation(http, a, me)
+    url = f"{a.url}{BASE}/{cid}/stream"
+    with anyio.fail_after(WAIT_S):
+        async with aconnect_sse(http, "GET", url, params={"message": QUESTION}, headers=me) as s:
+            frames = (sse.data async for sse in s.aiter_sse())
+            reply_id = await first_chunk(frames)
+            response = await http.post(f"{b.url}{BASE}/{cid}/cancel", headers=me)
+            assert response.json() == {"cancelled": True}
+            rest = [json.loads(data) async for data in frames]
+    assert rest[-1]["type"] == "cancelled" and rest[-1]["message_id"] == reply_id
+    reply = (await stored(http, b, me, cid))[-1]
+    assert reply["id"] == reply_id and reply["status"] == "cancelled"
+
+
+async def test_the_next_message_after_the_owner_was_killed_is_answered_by_a_survivor(
+    http: httpx.AsyncClient,
+    servers: tuple[Server, Server],
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    _, b = servers
+    with running_server(env, tmp_path / "c.log") as c:
+        me = await sign_up(http, c)
+        cid = await new_conversation(http, c, me)
+        events: list[dict[str, object]] = []
+        ready = anyio.Event()
+        with anyio.fail_after(WAIT_S):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch, http, b, me, cid, ready, events, 1)
+                await ready.wait()
+                url = f"{c.url}{BASE}/{cid}/stream"
+                params = {"message": "first"}
+                async with aconnect_sse(http, "GET", url, params=params, headers=me) as s:
+                    interrupted = await first_chunk(sse.data async for sse in s.aiter_sse())
+                    c.process.send_signal(signal.SIGKILL)
+                    c.process.wait()
+                # Forwarded to the dead owner, nobody listens: B waits out the lease.
+                response = await send(http, b, me, cid, "second")
+                assert response.status_code == 201
+    # Watchers on B were told the interrupted reply ended, then saw the new one.
+    ends = [e for e in events if e.get("message_id") == interrupted and e["type"] != "chunk"]
+    assert [e["type"] for e in ends] == ["error"]
+    assert events[-1]["type"] == "complete"
+    messages = await stored(http, b, me, cid)
+    assert [(m["role"], m["content"]) for m in messages[:2]] == [
+        ("user", "first"),
+        ("user", "second"),
+    ]
+    assert [m["status"] for m in messages] == ["complete"] * 3
+    assert messages[2]["role"] == "assistant"
+
+
+async def test_an_owner_paused_past_its_lease_does_not_store_its_late_reply(
+    http: httpx.AsyncClient,
+    servers: tuple[Server, Server],
+    env: dict[str, str],
+    tmp_path: Path,
+    lease_keys: redis.asyncio.Redis,
+) -> None:
+    _, b = servers
+    with running_server(env, tmp_path / "paused.log") as paused:
+        me = await sign_up(http, paused)
+        cid = await new_conversation(http, paused, me)
+        url = f"{paused.url}{BASE}/{cid}/stream"
+        with anyio.fail_after(WAIT_S):
+            async with aconnect_sse(http, "GET", url, params={"message": "first"}, headers=me) as s:
+                frames = (sse.data async for sse in s.aiter_sse())
+                stale = await first_chunk(frames)
+                paused.process.send_signal(signal.SIGSTOP)
+                try:
+                    await wait_lease_gone(lease_keys, cid)
+                    assert (await send(http, b, me, cid, "second")).status_code == 201
+                finally:
+                    paused.process.send_signal(signal.SIGCONT)
+                # The resumed owner's reply ends without being stored.
+                rest = [json.loads(data) async for data in frames]
+        assert rest[-1]["message_id"] == stale and rest[-1]["type"] in ("error", "cancelled")
+        assert paused.stop() == 0
+    messages = await stored(http, b, me, cid)
+    assert [(m["role"], m["content"]) for m in messages[:2]] == [
+        ("user", "first"),
+        ("user", "second"),
+    ]
+    assert len(messages) == 3 and stale not in {m["id"] for m in messages}
+    assert "moved to another instance" in paused.log_text()
