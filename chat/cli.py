@@ -156,16 +156,30 @@ def hypercorn_config(path: str) -> HypercornConfig:
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-    """`parley serve`: check the database, bind, serve until SIGINT/SIGTERM."""
+    """`parley serve`: check the database, bind, serve until SIGINT/SIGTERM.
+
+    With `--workers N` (N > 1) the parent binds and N worker processes serve (chat/workers.py).
+    """
+    if args.workers > 1 and not settings.redis_url:
+        print(
+            f"error: --workers {args.workers} needs REDIS_URL: each worker is an instance of "
+            "its own, and instances share events, ids and replay only through Redis",
+            file=sys.stderr,
+        )
+        return 2
     config = hypercorn_config(args.config)
     if args.bind:
         config.bind = args.bind
     # Before anything binds: a database the code cannot use fails here, in one line.
     with database_errors(settings.database):
         anyio.run(_check_database, settings)
-    from chat.root import serve as serve_app
-
     try:
+        if args.workers > 1:
+            from chat.workers import serve_workers
+
+            return serve_workers(settings, config, config.create_sockets(), args.workers)
+        from chat.root import serve as serve_app
+
         anyio.run(serve_app, settings, config, backend_options={"use_uvloop": True})
     except (OSError, BaseExceptionGroup) as error:
         bind_error = _bind_error(error)
@@ -174,6 +188,17 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         where = ", ".join(config.bind)
         raise CommandError(f"cannot listen on {where}: {bind_error.strerror}") from None
     return 0
+
+
+def worker_count(value: str) -> int:
+    """`--workers`: a whole number, 1 or more."""
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 1 or more")
+    return count
 
 
 def _bind_error(error: BaseException) -> OSError | None:
@@ -194,13 +219,18 @@ def start() -> Settings:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    configure_logging(settings.log_level)
+    return settings
+
+
+def configure_logging(level: str) -> None:
+    """Log lines to stderr, each with its process id (one of several `--workers`)."""
     logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=level, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
     )
     # Alembic names each of its plugins at INFO on every start: noise, not progress.
-    if settings.log_level != "DEBUG":
+    if level != "DEBUG":
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    return settings
 
 
 def parser() -> argparse.ArgumentParser:
@@ -213,6 +243,13 @@ def parser() -> argparse.ArgumentParser:
         "--config",
         default=str(files("chat") / "hypercorn.toml"),
         help="Hypercorn settings (default: the hypercorn.toml shipped with Parley)",
+    )
+    p_serve.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        metavar="N",
+        help="instance processes sharing the port (N > 1 needs REDIS_URL; default 1)",
     )
     p_serve.set_defaults(run=serve)
     sub.add_parser("migrate", help="apply the database migrations").set_defaults(run=migrate)

@@ -14,11 +14,11 @@ from contextlib import asynccontextmanager
 import anyio
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config
+from hypercorn.config import Sockets as BoundSockets
 from hypercorn.utils import wrap_app
 
 from actors.actor import ActorConfig
 from actors.bridge import Bridge, BridgeConfig, connect_redis
-from actors.cluster import make_cluster
 from actors.hub import Hub, HubLimits
 from actors.provider import Provider
 from actors.registry import Registry
@@ -149,11 +149,6 @@ async def running_services(
                 hub=hub,
                 config=actor_config(settings),
             )
-            if bridge is not None:
-                # One actor per conversation across the instances (actors/lease.py).
-                cluster = make_cluster(bridge, db, settings.actor_lease_s, actor_config(settings))
-                registry.join(cluster)
-                await tg.start(cluster.run)
             # The actors live in the registry's task group, in a task of its own, so that
             # cancelling them at the end of the grace period cancels nothing else.
             await tg.start(registry.run)
@@ -239,8 +234,16 @@ async def _stop_on_signal(stop: anyio.Event) -> None:
             return
 
 
-async def serve(settings: Settings, config: Config, provider: Provider | None = None) -> None:
-    """Serve until SIGINT/SIGTERM, then stop accepting, finish and close everything."""
+async def serve(
+    settings: Settings,
+    config: Config,
+    provider: Provider | None = None,
+    sockets: BoundSockets | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM, then stop accepting, finish and close everything.
+
+    `sockets` are ones already bound (by `parley serve --workers`, shared by every worker).
+    """
     hypercorn_fixes.apply()
     budget = shutdown_budget_s(settings)
     if config.graceful_timeout <= budget:
@@ -255,7 +258,8 @@ async def serve(settings: Settings, config: Config, provider: Provider | None = 
         app = create_app(services)
         tune_garbage_collector()
         # Bound before "serving on" is logged: a port in use fails here, before serving.
-        sockets = config.create_sockets()
+        if sockets is None:
+            sockets = config.create_sockets()
 
         async def serve_app() -> None:
             # Hypercorn's asyncio TaskGroup on Python 3.11 leaves a cancel request on the task

@@ -195,6 +195,8 @@ class Health(BaseModel):
     checks: dict[str, str] = {}
     # /readyz only: which assistant answers (`provider`, and `model` for an OpenAI one).
     assistant: dict[str, str] | None = None
+    # /readyz only: the process that answered (one of several with `parley serve --workers`).
+    pid: int | None = None
 
 
 class CancelResult(BaseModel):

@@ -80,11 +80,13 @@ def _wait_ready(server: Server) -> None:
 
 
 @contextmanager
-def running_server(env: dict[str, str], log: Path, port: int | None = None) -> Iterator[Server]:
+def running_server(
+    env: dict[str, str], log: Path, port: int | None = None, args: tuple[str, ...] = ()
+) -> Iterator[Server]:
     port = port or free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "chat.cli", "serve", "--bind", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "chat.cli", "serve", "--bind", f"127.0.0.1:{port}", *args],
             env=env,
             cwd=ROOT,
             stdout=out,

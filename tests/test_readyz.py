@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ async def test_ready_reports_the_schema_and_the_assistant(client: Client) -> Non
         "status": "ok",
         "checks": {"database": "ok", "schema": "ok"},
         "assistant": {"provider": "local"},
+        "pid": os.getpid(),  # the process that answered (one of `parley serve --workers`)
     }
 
 

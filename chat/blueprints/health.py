@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from quart import Blueprint
@@ -54,5 +55,7 @@ async def get_readyz() -> tuple[dict[str, Any], int]:
         "status": "ok" if ok else "unavailable",
         "checks": checks,
         "assistant": assistant(services().settings),
+        # Which process answered: one of several with `parley serve --workers`.
+        "pid": os.getpid(),
     }
     return body, 200 if ok else 503
