@@ -19,6 +19,7 @@ from hypercorn.utils import wrap_app
 
 from actors.actor import ActorConfig
 from actors.bridge import Bridge, BridgeConfig, connect_redis
+from actors.cluster import make_cluster
 from actors.hub import Hub, HubLimits
 from actors.provider import Provider
 from actors.registry import Registry
@@ -149,6 +150,11 @@ async def running_services(
                 hub=hub,
                 config=actor_config(settings),
             )
+            if bridge is not None:
+                # One actor per conversation across the instances (actors/lease.py).
+                cluster = make_cluster(bridge, db, settings.actor_lease_s, actor_config(settings))
+                registry.join(cluster)
+                await tg.start(cluster.run)
             # The actors live in the registry's task group, in a task of its own, so that
             # cancelling them at the end of the grace period cancels nothing else.
             await tg.start(registry.run)
