@@ -104,5 +104,7 @@ def make_cluster(bridge: Bridge, db: Database, lease_s: float, actors: ActorConf
     forwarding = Forwarding(
         bridge.redis, bridge.instance, timeout_s=timeout_s, accept_s=ACCEPT_S, finish_s=finish_s
     )
+    forwarding.holder = leases.holder
+    leases.available = lambda: bridge.up
     bridge.direct = forwarding.receive
     return Cluster(leases, forwarding)

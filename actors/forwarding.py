@@ -95,6 +95,9 @@ def _error(answer: Answer) -> Exception:
 class _Waiting:
     deadline: float
     command: PostMessage | None = None
+    # For a post: where it went, to notice that instance losing the lease.
+    owner: str = ""
+    conversation_id: uuid.UUID | None = None
     cancelled: anyio.Event = field(default_factory=anyio.Event)
     ok: bool = False
 
@@ -102,6 +105,8 @@ class _Waiting:
 # Runs a forwarded post here as a local command (never forwarded again).
 Local = Callable[[Post], Awaitable[PostMessage]]
 LocalCancel = Callable[[Cancel], Awaitable[bool]]
+# The instance holding a conversation's lease (None: nobody); raises when Redis cannot say.
+Holder = Callable[[uuid.UUID], Awaitable[str | None]]
 
 
 class Forwarding:
@@ -123,6 +128,7 @@ class Forwarding:
         self.finish_s = finish_s
         self.local_post: Local | None = None
         self.local_cancel: LocalCancel | None = None
+        self.holder: Holder | None = None
         self._waiting: dict[str, _Waiting] = {}
         self._requests: MemoryObjectSendStream[Request]
         self._incoming: MemoryObjectReceiveStream[Request]
@@ -143,7 +149,7 @@ class Forwarding:
             command.paced,
             command.origin,
         )
-        waiting = _Waiting(anyio.current_time() + self.accept_s, command)
+        waiting = _Waiting(anyio.current_time() + self.accept_s, command, owner, conversation_id)
         self._waiting[request.id] = waiting
         if not await self._send(owner, request):
             del self._waiting[request.id]
@@ -209,22 +215,46 @@ class Forwarding:
     # The owner's side.
 
     async def run(self) -> None:
-        """Answer the requests sent here; fail the forwarded commands past their deadline."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._expire)
-            async for request in self._incoming:
-                tg.start_soon(self._serve, request)
+        """Answer the requests sent here; fail the forwarded commands past their deadline or
+        whose owner lost the lease (it died or was paused: no answer is coming)."""
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._expire)
+                async for request in self._incoming:
+                    tg.start_soon(self._serve, request)
+        finally:
+            for key in list(self._waiting):
+                self._give_up(key, "the service is shutting down")
+
+    def _give_up(self, key: str, why: str) -> None:
+        waiting = self._waiting.pop(key, None)
+        if waiting is None:
+            return  # answered meanwhile
+        if waiting.command is not None:
+            waiting.command.fail(ActorUnavailable(why))
+        else:
+            waiting.cancelled.set()
 
     async def _expire(self) -> None:
+        gone = "the instance answering this conversation went away, try again"
         while True:
             await anyio.sleep(self.timeout_s)
             now = anyio.current_time()
+            holders: dict[uuid.UUID, str | None] = {}
             for key, waiting in list(self._waiting.items()):
-                if waiting.command is not None and waiting.deadline < now:
-                    del self._waiting[key]
-                    waiting.command.fail(
-                        ActorUnavailable("the instance answering this conversation went away")
-                    )
+                if waiting.command is None or waiting.conversation_id is None:
+                    continue
+                if waiting.deadline < now:
+                    self._give_up(key, gone)
+                    continue
+                cid = waiting.conversation_id
+                if cid not in holders and self.holder is not None:
+                    try:
+                        holders[cid] = await self.holder(cid)
+                    except FAILURES:
+                        continue  # Redis cannot say: the deadline still holds
+                if cid in holders and holders[cid] != waiting.owner:
+                    self._give_up(key, gone)
 
     async def _serve(self, request: Request) -> None:
         if isinstance(request, Cancel):

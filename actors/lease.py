@@ -133,6 +133,8 @@ class Leases:
         self.held: dict[uuid.UUID, str] = {}
         # Told when a lease was found gone (False) or taken by another instance (True).
         self.on_lost: Lost = lambda conversation_id, taken: None
+        # Whether Redis is reachable as far as the bridge knows: away, no call waits on it.
+        self.available: Callable[[], bool] = lambda: True
         self._releases: list[tuple[uuid.UUID, str]] = []
         self._wake = anyio.Event()
 
@@ -150,6 +152,8 @@ class Leases:
         fence = self.fence(conversation_id)
         if fence is not None:
             return Held(fence)
+        if not self.available():
+            return Held(UNFENCED)
         key = lease_key(conversation_id)
         keys = (key, f"{key}:n", f"{key}:reply")
         for _ in range(CLAIM_ROUNDS):
@@ -196,10 +200,15 @@ class Leases:
     async def owner(self, conversation_id: uuid.UUID) -> str | None:
         """The instance holding the conversation's lease, `None` if nobody (or Redis away)."""
         try:
-            with anyio.fail_after(self.timeout_s):
-                value = await self.redis.get(lease_key(conversation_id))
+            return await self.holder(conversation_id)
         except FAILURES:
             return None
+
+    async def holder(self, conversation_id: uuid.UUID) -> str | None:
+        """The instance holding the conversation's lease, `None` if nobody; raises when
+        Redis cannot say."""
+        with anyio.fail_after(self.timeout_s):
+            value = await self.redis.get(lease_key(conversation_id))
         if value is None:
             return None
         return (value.decode() if isinstance(value, bytes) else value).split(" ")[0]
@@ -207,7 +216,7 @@ class Leases:
     async def mark_reply(self, conversation_id: uuid.UUID, reply_id: uuid.UUID | None) -> None:
         """Record (or with `None` clear) the reply being generated under our lease."""
         value = self.held.get(conversation_id)
-        if value is None:
+        if value is None or not self.available():
             return
         key = f"{lease_key(conversation_id)}:reply"
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -261,6 +262,12 @@ async def test_an_owner_paused_past_its_lease_does_not_store_its_late_reply(
                 stale = await first_chunk(frames)
                 paused.process.send_signal(signal.SIGSTOP)
                 try:
+                    # Forwarded to the paused owner, which holds the lease but cannot answer:
+                    # given up once its lease is gone, long before the 30 s accept deadline.
+                    started = time.monotonic()
+                    response = await send(http, b, me, cid, "queued")
+                    assert response.status_code == 503
+                    assert time.monotonic() - started < 3 * LEASE_S
                     await wait_lease_gone(lease_keys, cid)
                     assert (await send(http, b, me, cid, "second")).status_code == 201
                 finally:
@@ -276,3 +283,24 @@ async def test_an_owner_paused_past_its_lease_does_not_store_its_late_reply(
     ]
     assert len(messages) == 3 and stale not in {m["id"] for m in messages}
     assert "moved to another instance" in paused.log_text()
+
+
+async def test_a_lease_is_released_when_its_actor_idles_out_and_on_shutdown(
+    http: httpx.AsyncClient, env: dict[str, str], tmp_path: Path, lease_keys: redis.asyncio.Redis
+) -> None:
+    with (
+        running_server(env | {"ACTOR_IDLE_S": "1"}, tmp_path / "idle.log") as idle,
+        running_server(env, tmp_path / "stopped.log") as stopped,
+    ):
+        me = await sign_up(http, idle)
+        cids = [await new_conversation(http, idle, me) for _ in range(2)]
+        assert (await send(http, idle, me, cids[0])).status_code == 201
+        assert (await send(http, stopped, me, cids[1])).status_code == 201
+        assert await lease_keys.exists(f"parley:l:{cids[0]}", f"parley:l:{cids[1]}") == 2
+        # A held lease is renewed for ever: an idle actor's is given up while its holder
+        # lives (released; at worst left to expire). On shutdown it is released at once.
+        with anyio.fail_after(WAIT_S):
+            await wait_lease_gone(lease_keys, cids[0])
+        assert idle.process.poll() is None
+        assert stopped.stop() == 0
+        assert not await lease_keys.exists(f"parley:l:{cids[1]}")
