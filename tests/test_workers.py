@@ -155,13 +155,26 @@ async def test_sigterm_to_the_parent_stops_every_worker_with_exit_0(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     with running_server(env, tmp_path / "workers.log", args=WORKERS) as server:
-        with anyio.fail_after(WAIT_S):
-            pids = await both_pids(server)
-        # Each worker is a member of the cluster of its own, with its own instance id.
-        instances = bridge_instances(server.log_text())
-        assert set(instances) == pids and len(set(instances.values())) == 2
-        started = time.monotonic()
-        code = await anyio.to_thread.run_sync(server.stop, SHUTDOWN_BUDGET_S)
+        with anyio.fail_after(WAIT_S + SHUTDOWN_BUDGET_S):
+            async with (
+                pinned(server) as (to_a, a_pid),
+                pinned(server, frozenset({a_pid})) as (to_b, b_pid),
+            ):
+                pids = {a_pid, b_pid}
+                # Each worker is a member of the cluster of its own, with its own instance id.
+                instances = bridge_instances(server.log_text())
+                assert set(instances) == pids and len(set(instances.values())) == 2
+                over_urls = Server(server.process, "", server.log)  # the clients carry the URL
+                _, me = await sign_up(to_a, over_urls)
+                cid = await new_conversation(to_a, over_urls, me)
+                async with anyio.create_task_group() as tg:
+                    # An open event stream on each worker: the stop ends them, not a timeout.
+                    for client in (to_a, to_b):
+                        ready = anyio.Event()
+                        tg.start_soon(read_sse, client, over_urls, me, cid, ready)
+                        await ready.wait()
+                    started = time.monotonic()
+                    code = await anyio.to_thread.run_sync(server.stop, SHUTDOWN_BUDGET_S)
         assert code == 0
         assert time.monotonic() - started < SHUTDOWN_BUDGET_S
     for pid in pids:
