@@ -16,7 +16,7 @@ from actors.commands import PostMessage
 from actors.errors import ConversationGone
 from actors.forwarding import Cancel, Forwarding, Post
 from actors.lease import Leases
-from storage.fences import fence_of, raise_fence
+from storage.fences import raise_fence
 
 if TYPE_CHECKING:
     from actors.registry import Registry
@@ -92,8 +92,7 @@ def make_cluster(bridge: Bridge, db: Database, lease_s: float, actors: ActorConf
 
     async def claim(conversation_id: uuid.UUID, fence: int) -> int | None:
         with anyio.fail_after(CLAIM_DEADLINE_S, shield=True):
-            await raise_fence(db, conversation_id, fence)
-            return await fence_of(db, conversation_id)
+            return await raise_fence(db, conversation_id, fence)
 
     timeout_s = bridge.config.timeout_s
     # A forwarded reply may take as long at its owner as a local one, and its write.

@@ -13,13 +13,16 @@ from databases import Database
 from storage.tables import conversations
 
 
-async def raise_fence(db: Database, conversation_id: uuid.UUID, fence: int) -> None:
-    """Make `fence` the conversation's number, unless a newer one is there already."""
-    await db.execute(
+async def raise_fence(db: Database, conversation_id: uuid.UUID, fence: int) -> int | None:
+    """Make `fence` the conversation's number unless a newer one is there already; the
+    number it has now (`None` if it does not exist). One statement, on both backends."""
+    value = await db.fetch_val(
         sa.update(conversations)
-        .where(conversations.c.id == conversation_id, conversations.c.fence < fence)
-        .values(fence=fence)
+        .where(conversations.c.id == conversation_id)
+        .values(fence=sa.case((conversations.c.fence < fence, fence), else_=conversations.c.fence))
+        .returning(conversations.c.fence)
     )
+    return None if value is None else int(value)
 
 
 async def fence_of(db: Database, conversation_id: uuid.UUID) -> int | None:

@@ -202,8 +202,13 @@ async def test_cancel_sent_to_b_stops_the_reply_running_on_a(
             assert response.json() == {"cancelled": True}
             rest = [json.loads(data) async for data in frames]
     assert rest[-1]["type"] == "cancelled" and rest[-1]["message_id"] == reply_id
-    reply = (await stored(http, b, me, cid))[-1]
-    assert reply["id"] == reply_id and reply["status"] == "cancelled"
+    messages = await stored(http, b, me, cid)
+    # Stored once, as cancelled, with what it had said.
+    assert [(m["role"], m["status"]) for m in messages] == [
+        ("user", "complete"),
+        ("assistant", "cancelled"),
+    ]
+    assert messages[1]["id"] == reply_id and messages[1]["content"]
 
 
 async def test_the_next_message_after_the_owner_was_killed_is_answered_by_a_survivor(

@@ -26,9 +26,10 @@ async def test_a_write_under_an_older_fence_is_refused_and_stores_nothing(db: Da
     )
     assert new and message.seq == 1
     # The next holder's claim moves the fence on; a lower number never moves it back.
-    await raise_fence(db, cid, 4)
-    await raise_fence(db, cid, 2)
+    assert await raise_fence(db, cid, 4) == 4
+    assert await raise_fence(db, cid, 2) == 4
     assert await fence_of(db, cid) == 4
+    assert await raise_fence(db, uuid.uuid4(), 1) is None
     with pytest.raises(Fenced):
         await insert_message(
             db, user_id=user_id, conversation_id=cid, role="assistant", content="late", fence=3
