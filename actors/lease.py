@@ -38,6 +38,9 @@ UNFENCED = 2**62
 # The counter outlives every lease by far; when it is gone the database's fence takes over.
 COUNTER_TTL_MS = 7 * 24 * 3600 * 1000
 CLAIM_ROUNDS = 3
+# A reply's record outlives any reply (REPLY_TIMEOUT_S) and its lease; a record left behind
+# (its actor crashed, the reply already ended) is forgotten after this.
+REPLY_RECORD_TTL_MS = 3600 * 1000
 
 # KEYS: lease, counter, reply. ARGV: instance, lease ms, counter ttl ms.
 # Free (or already ours): draw the next fence and hold the lease under it. Taking over a free
@@ -225,7 +228,7 @@ class Leases:
                     await self.redis.delete(key)
                 else:
                     # Outlives the lease: a survivor takes it when it takes the lease over.
-                    await self.redis.set(key, f"{value} {reply_id}", px=COUNTER_TTL_MS)
+                    await self.redis.set(key, f"{value} {reply_id}", px=REPLY_RECORD_TTL_MS)
         except FAILURES as error:
             log.warning("reply of %s not recorded in Redis (%s)", conversation_id, error)
 

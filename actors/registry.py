@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, replace
 
 import anyio
@@ -75,6 +75,8 @@ class Registry:
         self._crashes: dict[uuid.UUID, deque[float]] = {}
         # With Redis: the cluster-wide lease per conversation and forwarding (`join`).
         self.cluster: Cluster | None = None
+        # Actors running per conversation (a retired one may still finish its mailbox).
+        self._running_per_conversation: Counter[uuid.UUID] = Counter()
 
     def join(self, cluster: Cluster) -> None:
         """Run one actor per conversation across the cluster: take the lease before spawning,
@@ -319,6 +321,7 @@ class Registry:
         """Run one actor; on a crash fail its command, and restart it for the queued ones."""
         actor = entry.actor
         self._running_actors.add(actor)
+        self._running_per_conversation[actor.id] += 1
         try:
             await actor.run(entry.mailbox)
         except Exception as error:
@@ -335,10 +338,12 @@ class Registry:
             self._fail_queued(entry, ActorUnavailable("the service is shutting down"))
             self._retire(entry)
             self._running_actors.discard(actor)
-            # The conversation's last actor here ended: its lease goes (idle stop, shutdown).
-            others = any(other.id == actor.id for other in self._running_actors)
-            if self.cluster is not None and actor.id not in self._live and not others:
-                self.cluster.leases.release_soon(actor.id)
+            self._running_per_conversation[actor.id] -= 1
+            if not self._running_per_conversation[actor.id]:
+                del self._running_per_conversation[actor.id]
+                # The conversation's last actor here ended: its lease goes (idle, shutdown).
+                if self.cluster is not None and actor.id not in self._live:
+                    self.cluster.leases.release_soon(actor.id)
             self._stopped_one()
 
     def _stopped_one(self) -> None:
