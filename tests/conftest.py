@@ -18,6 +18,7 @@ from chat.services import Services
 from chat.settings import Settings, load_settings
 from storage.database import create_database
 from tests import databases
+from tests.redis_server import RedisServer, running_redis
 
 SECRET = "test-secret-" + "x" * 40
 
@@ -61,6 +62,13 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
         **{k.upper(): str(v) for k, v in overrides.items()},
     }
     return load_settings(environ)
+
+
+@pytest.fixture(name="redis_server", scope="module")
+def fixture_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private redis-server for the module (the shared one on 6379 is never flushed)."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture(name="db")

@@ -76,6 +76,10 @@ def redis_server_binary() -> str:
     return found
 
 
+# Settings for instances under test: a lost Redis is noticed, and found again, within a second.
+QUICK_REDIS = {"redis_timeout_s": "0.5", "redis_ping_s": "0.5", "redis_reconnect_max_s": "0.3"}
+
+
 @contextmanager
 def running_redis(directory: Path) -> Iterator[RedisServer]:
     redis_server_binary()

@@ -100,3 +100,13 @@ def running_server(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def running_pair(env: dict[str, str], logs: Path) -> Iterator[tuple[Server, Server]]:
+    """Two instances of one cluster (the same settings); on the way out both must stop
+    cleanly, with no traceback in their logs."""
+    with running_server(env, logs / "a.log") as a, running_server(env, logs / "b.log") as b:
+        yield a, b
+        assert a.stop() == 0 and b.stop() == 0
+    assert "Traceback" not in a.log_text() + b.log_text()

@@ -18,20 +18,14 @@ import redis.asyncio
 from httpx_sse import aconnect_sse
 
 from tests import databases
-from tests.redis_server import RedisServer, running_redis
-from tests.server import Server, parley, running_server, server_env
+from tests.redis_server import QUICK_REDIS, RedisServer
+from tests.server import Server, parley, running_pair, running_server, server_env
 
 pytestmark = pytest.mark.anyio
 BASE = "/api/v1/chat/conversations"
 QUESTION = "How do I reset my password?"
 WAIT_S = 20
 LEASE_S = 2
-
-
-@pytest.fixture(name="redis_server", scope="module")
-def fixture_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server
 
 
 @pytest.fixture(name="env", scope="module")
@@ -45,9 +39,7 @@ def fixture_env(
         redis_url=redis_server.url,
         # Slow enough to act on a reply while it runs.
         assistant_token_delay_ms="20",
-        redis_timeout_s="0.5",
-        redis_ping_s="0.5",
-        redis_reconnect_max_s="0.3",
+        **QUICK_REDIS,
         actor_lease_s=str(LEASE_S),
     )
     parley("migrate", env=env)
@@ -59,11 +51,8 @@ def fixture_env(
 def fixture_servers(
     env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, Server]]:
-    logs = tmp_path_factory.mktemp("logs")
-    with running_server(env, logs / "a.log") as a, running_server(env, logs / "b.log") as b:
-        yield a, b
-        assert a.stop() == 0 and b.stop() == 0
-    assert "Traceback" not in a.log_text() + b.log_text()
+    with running_pair(env, tmp_path_factory.mktemp("logs")) as servers:
+        yield servers
 
 
 @pytest.fixture(name="http")

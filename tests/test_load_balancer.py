@@ -25,8 +25,8 @@ import pytest
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
-from tests.redis_server import RedisServer, running_redis
-from tests.server import ROOT, Server, free_port, parley, running_server, server_env
+from tests.redis_server import RedisServer
+from tests.server import ROOT, Server, free_port, parley, running_pair, server_env
 
 pytestmark = pytest.mark.anyio
 TEMPLATE = ROOT / "deploy" / "nginx.conf.template"
@@ -116,12 +116,6 @@ def wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> No
     raise RuntimeError(f"nginx not ready in {STARTUP_DEADLINE_S}s:\n{log.read_text()}")
 
 
-@pytest.fixture(name="redis_server", scope="module")
-def fixture_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
 @pytest.fixture(name="servers", scope="module")
 def fixture_servers(
     tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, postgres_url: str
@@ -134,11 +128,8 @@ def fixture_servers(
         assistant_token_delay_ms="20",
     )
     parley("migrate", env=env)
-    logs = tmp_path_factory.mktemp("logs")
-    with running_server(env, logs / "a.log") as a, running_server(env, logs / "b.log") as b:
-        yield a, b
-        assert a.stop() == 0 and b.stop() == 0
-    assert "Traceback" not in a.log_text() + b.log_text()
+    with running_pair(env, tmp_path_factory.mktemp("logs")) as servers:
+        yield servers
 
 
 @pytest.fixture(name="lb", scope="module")

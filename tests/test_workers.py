@@ -17,7 +17,7 @@ import anyio
 import httpx
 import pytest
 
-from tests.redis_server import RedisServer, running_redis
+from tests.redis_server import RedisServer
 from tests.server import Server, parley, running_server, server_env
 from tests.test_cli import one_error_line, run
 from tests.test_redis_bridge import new_conversation, read_sse, send, sign_up
@@ -27,12 +27,6 @@ WAIT_S = 20
 WORKERS = ("--workers", "2")
 # SHUTDOWN_GRACE_S (10 s) + the store deadline (3 s): docs/design.md's shutdown budget.
 SHUTDOWN_BUDGET_S = 13
-
-
-@pytest.fixture(name="redis_server", scope="module")
-def fixture_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server
 
 
 @pytest.fixture(name="env", scope="module")
