@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import redis.asyncio
 from httpx_sse import aconnect_sse
 
 from tests import databases
+from tests.accounts import new_conversation, sign_up
 from tests.redis_server import QUICK_REDIS, RedisServer
 from tests.server import Server, parley, running_pair, running_server, server_env
 
@@ -66,19 +66,6 @@ async def fixture_lease_keys(redis_server: RedisServer) -> AsyncIterator[redis.a
     client = redis.asyncio.Redis.from_url(redis_server.url)
     yield client
     await client.aclose()
-
-
-async def sign_up(http: httpx.AsyncClient, server: Server) -> dict[str, str]:
-    body = {"email": f"lease-{uuid.uuid4().hex[:8]}@example.com", "password": "password-1"}
-    assert (await http.post(server.url + "/auth/register", json=body)).status_code == 201
-    token = (await http.post(server.url + "/auth/login", json=body)).json()["access_token"]
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def new_conversation(http: httpx.AsyncClient, server: Server, me: dict[str, str]) -> str:
-    response = await http.post(server.url + BASE, json={}, headers=me)
-    assert response.status_code == 201
-    return str(response.json()["id"])
 
 
 async def send(
@@ -138,7 +125,7 @@ async def test_concurrent_sends_on_a_and_b_are_answered_by_one_actor_in_order(
     http: httpx.AsyncClient, servers: tuple[Server, Server]
 ) -> None:
     a, b = servers
-    me = await sign_up(http, a)
+    _, me = await sign_up(http, a)
     cid = await new_conversation(http, a, me)
     events: list[dict[str, object]] = []
     ready = anyio.Event()
@@ -180,7 +167,7 @@ async def test_cancel_sent_to_b_stops_the_reply_running_on_a(
     http: httpx.AsyncClient, servers: tuple[Server, Server]
 ) -> None:
     a, b = servers
-    me = await sign_up(http, a)
+    _, me = await sign_up(http, a)
     cid = await new_conversation(http, a, me)
     url = f"{a.url}{BASE}/{cid}/stream"
     with anyio.fail_after(WAIT_S):
@@ -208,7 +195,7 @@ async def test_the_next_message_after_the_owner_was_killed_is_answered_by_a_surv
 ) -> None:
     _, b = servers
     with running_server(env, tmp_path / "c.log") as c:
-        me = await sign_up(http, c)
+        _, me = await sign_up(http, c)
         cid = await new_conversation(http, c, me)
         events: list[dict[str, object]] = []
         ready = anyio.Event()
@@ -247,7 +234,7 @@ async def test_an_owner_paused_past_its_lease_does_not_store_its_late_reply(
 ) -> None:
     _, b = servers
     with running_server(env, tmp_path / "paused.log") as paused:
-        me = await sign_up(http, paused)
+        _, me = await sign_up(http, paused)
         cid = await new_conversation(http, paused, me)
         url = f"{paused.url}{BASE}/{cid}/stream"
         with anyio.fail_after(WAIT_S):
@@ -286,7 +273,7 @@ async def test_a_lease_is_released_when_its_actor_idles_out_and_on_shutdown(
         running_server(env | {"ACTOR_IDLE_S": "1"}, tmp_path / "idle.log") as idle,
         running_server(env, tmp_path / "stopped.log") as stopped,
     ):
-        me = await sign_up(http, idle)
+        _, me = await sign_up(http, idle)
         cids = [await new_conversation(http, idle, me) for _ in range(2)]
         assert (await send(http, idle, me, cids[0])).status_code == 201
         assert (await send(http, stopped, me, cids[1])).status_code == 201

@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import pytest
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
+from tests.accounts import new_conversation, sign_up
 from tests.redis_server import RedisServer
 from tests.server import ROOT, Server, free_port, parley, running_pair, server_env
 
@@ -144,19 +144,6 @@ def fixture_lb(
 async def fixture_http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=WAIT_S) as client:
         yield client
-
-
-async def sign_up(http: httpx.AsyncClient, lb: Nginx) -> tuple[str, dict[str, str]]:
-    body = {"email": f"lb-{uuid.uuid4().hex[:8]}@example.com", "password": "password-1"}
-    assert (await http.post(lb.url + "/auth/register", json=body)).status_code == 201
-    token = (await http.post(lb.url + "/auth/login", json=body)).json()["access_token"]
-    return token, {"Authorization": f"Bearer {token}"}
-
-
-async def new_conversation(http: httpx.AsyncClient, lb: Nginx, me: dict[str, str]) -> str:
-    response = await http.post(lb.url + BASE, json={}, headers=me)
-    assert response.status_code == 201
-    return str(response.json()["id"])
 
 
 async def wait_for_log(lb: Nginx, path: str, count: int) -> list[str]:

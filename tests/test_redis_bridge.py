@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
+from tests.accounts import new_conversation, sign_up
 from tests.redis_server import QUICK_REDIS, RedisServer
 from tests.server import Server, parley, running_pair, running_server, server_env
 
@@ -51,19 +51,6 @@ def fixture_servers(
 async def fixture_http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=WAIT_S) as client:
         yield client
-
-
-async def sign_up(http: httpx.AsyncClient, server: Server) -> tuple[str, dict[str, str]]:
-    body = {"email": f"bridge-{uuid.uuid4().hex[:8]}@example.com", "password": "password-1"}
-    assert (await http.post(server.url + "/auth/register", json=body)).status_code == 201
-    token = (await http.post(server.url + "/auth/login", json=body)).json()["access_token"]
-    return token, {"Authorization": f"Bearer {token}"}
-
-
-async def new_conversation(http: httpx.AsyncClient, server: Server, me: dict[str, str]) -> str:
-    response = await http.post(server.url + BASE, json={}, headers=me)
-    assert response.status_code == 201
-    return str(response.json()["id"])
 
 
 async def send(http: httpx.AsyncClient, server: Server, me: dict[str, str], cid: str) -> None:
