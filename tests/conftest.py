@@ -19,6 +19,7 @@ from chat.settings import Settings, load_settings
 from storage.database import create_database
 from tests import databases
 from tests.redis_server import RedisServer, running_redis
+from tests.server import Server, running_pair
 
 SECRET = "test-secret-" + "x" * 40
 
@@ -69,6 +70,15 @@ def fixture_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     """A private redis-server for the module (the shared one on 6379 is never flushed)."""
     with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
+
+
+@pytest.fixture(name="servers", scope="module")
+def fixture_servers(
+    env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Server]]:
+    """Two instances of one cluster, run with the module's own `env` fixture."""
+    with running_pair(env, tmp_path_factory.mktemp("logs")) as servers:
+        yield servers
 
 
 @pytest.fixture(name="db")

@@ -19,7 +19,7 @@ from httpx_sse import aconnect_sse
 from tests import databases
 from tests.accounts import new_conversation, sign_up
 from tests.redis_server import QUICK_REDIS, RedisServer
-from tests.server import Server, parley, running_pair, running_server, server_env
+from tests.server import Server, parley, running_server, server_env
 
 pytestmark = pytest.mark.anyio
 BASE = "/api/v1/chat/conversations"
@@ -45,14 +45,6 @@ def fixture_env(
     parley("migrate", env=env)
     yield env
     databases.drop_postgres_database(url)
-
-
-@pytest.fixture(name="servers", scope="module")
-def fixture_servers(
-    env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Server, Server]]:
-    with running_pair(env, tmp_path_factory.mktemp("logs")) as servers:
-        yield servers
 
 
 @pytest.fixture(name="http")

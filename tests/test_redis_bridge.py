@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 
 from tests.accounts import new_conversation, sign_up
 from tests.redis_server import QUICK_REDIS, RedisServer
-from tests.server import Server, parley, running_pair, running_server, server_env
+from tests.server import Server, parley, running_server, server_env
 
 pytestmark = pytest.mark.anyio
 BASE = "/api/v1/chat/conversations"
@@ -37,14 +37,6 @@ def fixture_env(
     )
     parley("migrate", env=env)
     return env
-
-
-@pytest.fixture(name="servers", scope="module")
-def fixture_servers(
-    env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Server, Server]]:
-    with running_pair(env, tmp_path_factory.mktemp("logs")) as servers:
-        yield servers
 
 
 @pytest.fixture(name="http")
