@@ -139,6 +139,9 @@ class Leases:
         # Whether Redis is reachable as far as the bridge knows: away, no call waits on it.
         self.available: Callable[[], bool] = lambda: True
         self._releases: list[tuple[uuid.UUID, str]] = []
+        # Acquisitions under way: a second caller for the same conversation waits on the first
+        # instead of drawing a fence of its own (which would fence the first one's actor out).
+        self._acquiring: dict[uuid.UUID, anyio.Event] = {}
         self._wake = anyio.Event()
 
     @property
@@ -151,10 +154,21 @@ class Leases:
 
     async def acquire(self, conversation_id: uuid.UUID) -> Held | Elsewhere:
         """Hold the conversation's lease (or learn who does), and claim its fence in the
-        database. Redis away: `Held(UNFENCED)`."""
+        database. Redis away: `Held(UNFENCED)`. Concurrent callers for one conversation share
+        one acquisition."""
+        while (under_way := self._acquiring.get(conversation_id)) is not None:
+            await under_way.wait()
         fence = self.fence(conversation_id)
         if fence is not None:
             return Held(fence)
+        done = self._acquiring[conversation_id] = anyio.Event()
+        try:
+            return await self._acquire(conversation_id)
+        finally:
+            del self._acquiring[conversation_id]
+            done.set()
+
+    async def _acquire(self, conversation_id: uuid.UUID) -> Held | Elsewhere:
         if not self.available():
             return Held(UNFENCED)
         key = lease_key(conversation_id)
