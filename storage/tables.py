@@ -29,6 +29,9 @@ users = sa.Table(
     # Live (not deleted) conversations, kept with each create and delete: the list route's
     # total without counting rows.
     sa.Column("total_conversations", sa.Integer, nullable=False, server_default="0"),
+    # The number of the user's latest ticket (revision 0004): each new ticket takes the next
+    # one, so a user's tickets are #1, #2, ... whatever other users open.
+    sa.Column("tickets_opened", sa.Integer, nullable=False, server_default="0"),
 )
 
 conversations = sa.Table(
@@ -94,4 +97,58 @@ messages = sa.Table(
     sa.UniqueConstraint("conversation_id", "idempotency_key"),
     sa.CheckConstraint("role IN ('user', 'assistant')", name="role"),
     sa.CheckConstraint("status IN ('complete', 'streaming', 'cancelled', 'failed')", name="status"),
+)
+
+TICKET_PRIORITIES = ("low", "normal", "high", "urgent")
+TICKET_STATUSES = ("open", "pending", "resolved", "closed")
+COMMENT_AUTHORS = ("user", "assistant")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+# Support tickets (revision 0004), always owned by a user.
+tickets = sa.Table(
+    "tickets",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("user_id", sa.Uuid, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # The number the user quotes ("Ticket #12"), per user.
+    sa.Column("number", sa.Integer, nullable=False),
+    # The conversation it was opened from; a ticket outlives the purge of its conversation.
+    sa.Column(
+        "conversation_id",
+        sa.Uuid,
+        sa.ForeignKey("conversations.id", ondelete="SET NULL"),
+        nullable=True,
+        index=True,
+    ),
+    sa.Column("subject", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("priority", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("user_id", "number"),
+    sa.CheckConstraint(_one_of("priority", TICKET_PRIORITIES), name="priority"),
+    sa.CheckConstraint(_one_of("status", TICKET_STATUSES), name="status"),
+)
+
+# The list route reads a user's tickets most recently updated first.
+sa.Index("ix_tickets_user_updated", tickets.c.user_id, tickets.c.updated_at.desc())
+
+ticket_comments = sa.Table(
+    "ticket_comments",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column(
+        "ticket_id", sa.Uuid, sa.ForeignKey("tickets.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("author", sa.String(16), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.CheckConstraint(_one_of("author", COMMENT_AUTHORS), name="author"),
+    # A ticket's comments are read oldest first.
+    sa.Index("ix_ticket_comments_ticket_id_created_at", "ticket_id", "created_at"),
 )

@@ -145,3 +145,39 @@ def test_message_errors_revision_keeps_rows_both_ways(empty_url: str) -> None:
     ]
     databases.in_thread(lambda: command.upgrade(config, "head"))
     assert differences(empty_url) == []
+
+
+def test_tickets_revision_keeps_users_and_conversations_both_ways(empty_url: str) -> None:
+    """0004 numbers existing users' tickets from 1 and, going down, drops the tickets but keeps
+    the users and conversations (SQLite's downgrade rebuilds `users`, which both reference)."""
+    config = databases.alembic_config(empty_url)
+    databases.in_thread(lambda: command.upgrade(config, "0003"))
+    user, conversation, ticket = (uuid.uuid4().hex for _ in range(3))
+    run(
+        empty_url,
+        [
+            "INSERT INTO users (id, email, password_hash, created_at)"
+            f" VALUES ('{user}', 'a@example.com', 'x', CURRENT_TIMESTAMP)",
+            "INSERT INTO conversations (id, user_id, title, created_at, updated_at)"
+            f" VALUES ('{conversation}', '{user}', 't', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+        ],
+    )
+    databases.in_thread(lambda: command.upgrade(config, "0004"))
+    assert [tuple(row) for row in run(empty_url, ["SELECT tickets_opened FROM users"])] == [(0,)]
+    run(
+        empty_url,
+        [
+            "INSERT INTO tickets (id, user_id, number, conversation_id, subject, description,"
+            " priority, status, created_at, updated_at)"
+            f" VALUES ('{ticket}', '{user}', 1, '{conversation}', 'Refund', 'Where is it?',"
+            " 'normal', 'open', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+        ],
+    )
+    databases.in_thread(lambda: command.downgrade(config, "0003"))
+    assert not {"tickets", "ticket_comments"} & table_names(empty_url)
+    assert [tuple(row) for row in run(empty_url, ["SELECT title FROM conversations"])] == [("t",)]
+    assert [tuple(row) for row in run(empty_url, ["SELECT email FROM users"])] == [
+        ("a@example.com",)
+    ]
+    databases.in_thread(lambda: command.upgrade(config, "head"))
+    assert differences(empty_url) == []
