@@ -190,6 +190,13 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def mcp_server(settings: Settings, args: argparse.Namespace) -> int:
+    """`parley mcp-server`: Parley's support tools as an MCP server on stdin/stdout."""
+    from chat.tools.server import run
+
+    return run(settings)
+
+
 def worker_count(value: str) -> int:
     """`--workers`: a whole number, 1 or more."""
     try:
@@ -219,15 +226,16 @@ def start() -> Settings:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return settings
 
 
-def configure_logging(level: str) -> None:
-    """Log lines to stderr, each with its process id (one of several `--workers`)."""
-    logging.basicConfig(
-        level=level, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
-    )
+def configure_logging(level: str, format: str = "text") -> None:
+    """Log lines to stderr, each with its process id (one of several `--workers`) and the
+    request id (`LOG_FORMAT=json`: JSON lines)."""
+    from chat import logs
+
+    logs.configure_logging(level, format)
     # Alembic names each of its plugins at INFO on every start: noise, not progress.
     if level != "DEBUG":
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
@@ -253,6 +261,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p_serve.set_defaults(run=serve)
     sub.add_parser("migrate", help="apply the database migrations").set_defaults(run=migrate)
+    sub.add_parser(
+        "mcp-server", help="serve Parley's support tools over MCP on stdin/stdout"
+    ).set_defaults(run=mcp_server)
     p_create = sub.add_parser("create-user", help="create a user")
     p_create.add_argument("--email")
     p_create.add_argument("--password", help="prompted for (or read from stdin) when left out")

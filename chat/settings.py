@@ -6,7 +6,9 @@ lists them. Durations are in seconds unless the name says otherwise.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -29,6 +31,19 @@ HOURS = 60 * MINUTES
 MIN_SECRET_LENGTH = 32
 # What `normalise_url` makes of every URL Parley can use (it has these two drivers).
 SUPPORTED_DATABASES = ("postgresql+asyncpg://", "sqlite+aiosqlite:///")
+
+
+# A browser's `Origin`: scheme, host and an optional port, nothing after.
+ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
+
+
+def split_origins(origins: str) -> list[str]:
+    return [o.strip() for o in origins.split(",") if o.strip()]
+
+
+def split_proxies(proxies: str) -> list[str]:
+    """`TRUSTED_PROXIES`: addresses or networks, comma separated."""
+    return [p.strip() for p in proxies.split(",") if p.strip()]
 
 
 class SettingsError(Exception):
@@ -80,6 +95,12 @@ class Settings(BaseModel):
     # wait for the first one).
     openai_stall_s: float = Field(20 * SECONDS, gt=0)
     openai_max_retries: int = Field(2, ge=0, le=10)
+    # Tools through MCP (docs/tools.md): the servers file, Parley's own server, each call's
+    # deadline and how many rounds of tool calls one reply may make.
+    mcp_config: str = ""
+    mcp_parley_server: bool = True
+    mcp_call_timeout_s: float = Field(30 * SECONDS, gt=0)
+    mcp_max_tool_rounds: int = Field(5, ge=1, le=50)
     # Actors and their events.
     actor_idle_s: float = Field(5 * MINUTES, gt=0)
     actor_max_live: int = Field(10_000, ge=1)
@@ -97,17 +118,90 @@ class Settings(BaseModel):
     ws_queue_size: int = Field(1000, ge=1)
     ws_message_rate: str = "30/minute"
     ws_typing_rate: str = "5/10seconds"
+    # Origins (comma-separated) whose pages may call the REST API; empty: no CORS headers.
+    cors_origins: str = ""
+    # Rate limits and quotas (chat/limits.py), shared through Redis when `REDIS_URL` is set.
+    # Each is one or more windows ("10/minute;100/day"); empty turns that limit off.
+    # Sign-in and registration attempts, counted before any password is hashed.
+    auth_rate_per_address: str = "300/minute"
+    auth_rate_per_email: str = "10/minute;100/day"
+    # Messages per user over REST, SSE and the WebSocket together; off by default (set it to
+    # what the model may cost, e.g. "20/minute;500/day").
+    user_message_rate: str = ""
+    # Replies one user may have in generation at once, per instance; 0 turns it off.
+    user_concurrent_replies: int = Field(0, ge=0)
+    # Proxies whose `X-Forwarded-For` names the client (addresses or networks, comma
+    # separated); without it the peer address is the client's.
+    trusted_proxies: str = ""
+    # Metrics (`/metrics`, Prometheus text format): on the main listener, or on one of its own.
+    metrics_enabled: bool = False
+    metrics_bind: str = ""
+    # `text` (one readable line per record) or `json` (one JSON object per line).
+    log_format: Literal["text", "json"] = "text"
 
-    @field_validator("ws_message_rate", "ws_typing_rate")
+    @field_validator(
+        "ws_message_rate",
+        "ws_typing_rate",
+        "auth_rate_per_address",
+        "auth_rate_per_email",
+        "user_message_rate",
+    )
     @classmethod
-    def _check_rate(cls, rate: str) -> str:
+    def _check_rate(cls, rate: str, info: ValidationInfo) -> str:
+        optional = info.field_name not in ("ws_message_rate", "ws_typing_rate")
+        if optional and not rate.strip():
+            return ""
         try:
-            limits.parse(rate)
+            limits.parse_many(rate) if optional else limits.parse(rate)
         except ValueError:
             raise ValueError(
-                f"{rate!r} is not a rate such as '30/minute' or '5/10seconds'"
+                f"{rate!r} is not a rate such as '30/minute' or '10/minute;100/day'"
             ) from None
-        return rate
+        return rate.strip()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, proxies: str) -> str:
+        for proxy in split_proxies(proxies):
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an IP address or network") from None
+        return proxies
+
+    @field_validator("metrics_bind")
+    @classmethod
+    def _check_bind(cls, bind: str) -> str:
+        host, _, port = bind.strip().rpartition(":")
+        if bind.strip() and (not host or not port.isdigit() or not 0 < int(port) < 65536):
+            raise ValueError(f"{bind!r} is not host:port, such as 0.0.0.0:9100")
+        return bind.strip()
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, origins: str) -> str:
+        for origin in split_origins(origins):
+            if origin != "*" and not ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin such as 'https://shop.example.com' or "
+                    "'http://localhost:3000' (scheme and host, no path)"
+                )
+        return origins
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """The origins of `CORS_ORIGINS`, empty when CORS is off."""
+        return split_origins(self.cors_origins)
+
+    @field_validator("mcp_config")
+    @classmethod
+    def _check_servers_file(cls, path: str) -> str:
+        # Read at start so that a bad file fails every command in one line, not a reply later.
+        if path:
+            from chat.tools.config import read_servers_file
+
+            read_servers_file(Path(path))
+        return path
 
     @field_validator("log_level", mode="before")
     @classmethod
