@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from quart import Quart
+from quart_cors import cors
 from quart_schema import QuartSchema
 from quart_schema.openapi import HttpSecurityScheme, Info
 
-from chat.blueprints import auth, conversations, docs, health, streams
+from chat.access import Access, note_route
+from chat.blueprints import auth, conversations, docs, health, metrics, streams, tickets, web
 from chat.errors import register_error_handlers
 from chat.openapi import ParleyOpenAPIProvider
 from chat.services import EXTENSION, Services
@@ -40,8 +42,36 @@ def create_app(services: Services) -> Quart:
         security_schemes={"bearer": HttpSecurityScheme(scheme="bearer", bearer_format="JWT")},
         openapi_provider_class=ParleyOpenAPIProvider,
     )
-    for module in (health, auth, conversations, streams, docs, ws):
+    for module in (health, auth, conversations, tickets, streams, docs, ws, web):
         app.register_blueprint(module.blueprint)
+    if settings.cors_origin_list:
+        allow_cors(app, settings.cors_origin_list)
+    if settings.metrics_enabled and not settings.metrics_bind:
+        app.register_blueprint(metrics.blueprint)
+    # A request id, one log line and the request metrics for every request (chat/access.py).
+    app.before_request(note_route)
+    app.before_websocket(note_route)
+    app.asgi_app = Access(app.asgi_app, services.metrics)  # type: ignore[method-assign, assignment]
     register_error_handlers(app)
     app.extensions[EXTENSION] = services
     return app
+
+
+def allow_cors(app: Quart, origins: list[str]) -> None:
+    """CORS headers for pages of these origins (`CORS_ORIGINS`), so a client embedded on
+    another site can call the API with a bearer token. No credentials (cookies): the API
+    uses none. The WebSocket is exempt from quart-cors' origin check (chat/ws/endpoint.py)."""
+    cors(
+        app,
+        allow_origin=origins,
+        allow_methods=["GET", "POST", "PATCH", "DELETE"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "Prefer",
+            "Last-Event-ID",
+        ],
+        expose_headers=["Retry-After", "WWW-Authenticate"],
+        max_age=600,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anyio
 from quart import Blueprint, current_app, websocket
+from quart_cors import cors_exempt
 
 from chat.credentials import authenticate
 from chat.errors import APIError
@@ -25,6 +26,9 @@ def _token() -> str:
 
 
 @blueprint.websocket("/ws/chat")
+# With CORS_ORIGINS set, quart-cors would refuse sockets from other origins and clients that
+# send no Origin at all; the socket authenticates by its token (no cookies), so any origin may.
+@cors_exempt
 async def ws_chat() -> None:
     """The chat WebSocket (docs/websocket.md).
 

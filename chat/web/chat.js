@@ -1,0 +1,375 @@
+// The signed-in page: the conversation list and the open conversation. Reads and writes go
+// through the REST API; what happens live (replies token by token, other tabs' changes)
+// arrives as the socket's events.
+
+import { randomKey } from "./api.js";
+import * as render from "./render.js";
+
+const PAGE = 50; // messages per page
+const LIST_PAGE = 20; // conversations per page
+const NEAR_BOTTOM_PX = 80;
+const $ = (id) => document.getElementById(id);
+
+export class Chat {
+  constructor(api, ui) {
+    this.api = api;
+    this.ui = ui; // {error(text), running(bool), title(text), home()}
+    this.live = null;
+    this.open = null;
+    this.oldest = 0; // offset of the oldest message shown
+    this.listOffset = 0;
+    this.listTotal = null;
+    this.listLoading = false;
+    this.olderLoading = false;
+    this.observer = new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting)) this.moreConversations();
+    }, { root: $("sidebar") });
+  }
+
+  handlers() {
+    return {
+      state: (state) => this.ui.connection(state),
+      event: (frame) => this.event(frame),
+      reset: (id) => id === this.open && this.loadLatest(),
+      subscribed: (id, resumed) => id === this.open && !resumed && this.loadLatest(),
+      notification: (event, conversation) => this.notification(event, conversation),
+      refused: () => this.api.me().catch(() => {}), // a 401 signs the user out
+      expired: () => this.ui.expired(),
+      gone: (id) => id === this.open && this.closeMissing(),
+    };
+  }
+
+  start(path) {
+    this.observer.observe($("conversations-end"));
+    this.route(path);
+  }
+
+  stop() {
+    this.observer.disconnect();
+    $("conversations").replaceChildren();
+    $("message-list").replaceChildren();
+    this.open = null;
+  }
+
+  // -- the conversation list -------------------------------------------------------------
+
+  async moreConversations() {
+    if (this.listLoading || (this.listTotal !== null && this.listOffset >= this.listTotal)) return;
+    this.listLoading = true;
+    try {
+      const page = await this.api.conversations(this.listOffset, LIST_PAGE);
+      this.listTotal = page.total;
+      this.listOffset += page.items.length;
+      for (const conversation of page.items) this.upsertConversation(conversation, false);
+      $("conversations-empty").hidden = $("conversations").children.length > 0;
+      if (this.open) this.showTitle();
+    } catch (error) {
+      this.ui.error(error.message);
+    } finally {
+      this.listLoading = false;
+    }
+    // Still room on screen: the observer only fires on a change, so ask for the next page.
+    const end = $("conversations-end").getBoundingClientRect();
+    if (end.top < $("sidebar").getBoundingClientRect().bottom) this.moreConversations();
+  }
+
+  findConversation(id) {
+    return $("conversations").querySelector(`[data-conversation-id="${CSS.escape(id)}"]`);
+  }
+
+  // Newest `updated_at` first, as the API lists them; `live` ones are new to the server's
+  // paging too, so the next page's offset moves with them.
+  upsertConversation(conversation, live) {
+    let item = this.findConversation(conversation.id);
+    if (item) {
+      render.fillConversation(item, conversation);
+      item.remove();
+    } else {
+      item = render.conversationElement(conversation);
+      if (live) this.listOffset += 1;
+    }
+    const list = $("conversations");
+    const after = Array.from(list.children).find(
+      (other) => other.dataset.updatedAt <= conversation.updated_at,
+    );
+    list.insertBefore(item, after ?? null);
+    const link = item.querySelector("a");
+    if (conversation.id === this.open) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+    $("conversations-empty").hidden = true;
+  }
+
+  removeConversation(id) {
+    const item = this.findConversation(id);
+    if (item) {
+      item.remove();
+      this.listOffset = Math.max(0, this.listOffset - 1);
+    }
+    $("conversations-empty").hidden = $("conversations").children.length > 0;
+  }
+
+  notification(event, conversation) {
+    if (event === "conversation_deleted") {
+      this.removeConversation(conversation.id);
+      if (conversation.id === this.open) this.closeMissing("This conversation was deleted.");
+    } else {
+      this.upsertConversation(conversation, true);
+      if (conversation.id === this.open) this.showTitle();
+    }
+  }
+
+  showTitle() {
+    const item = this.open && this.findConversation(this.open);
+    const title = item ? item.querySelector(".title").textContent : "Conversation";
+    this.ui.title(this.open ? title : null);
+  }
+
+  // -- the open conversation -------------------------------------------------------------
+
+  route(path) {
+    const match = /^\/c\/([0-9a-fA-F-]{36})$/.exec(path);
+    if (match) this.openConversation(match[1].toLowerCase());
+    else this.showHome();
+  }
+
+  showHome() {
+    if (this.open) this.live?.unfollow(this.open);
+    this.open = null;
+    this.ui.running(false);
+    $("message-list").replaceChildren();
+    $("messages-start").hidden = true;
+    $("messages-empty").hidden = false;
+    this.markOpen();
+    this.ui.title(null);
+  }
+
+  markOpen() {
+    for (const link of $("conversations").querySelectorAll("a")) {
+      const current = link.parentElement.dataset.conversationId === this.open;
+      if (current) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+  }
+
+  openConversation(id) {
+    if (this.open === id) return;
+    if (this.open) this.live?.unfollow(this.open);
+    this.open = id;
+    this.oldest = 0;
+    this.ui.running(false);
+    $("message-list").replaceChildren();
+    $("messages-empty").hidden = true;
+    this.markOpen();
+    this.showTitle();
+    // Subscribed first, then the stored messages are read (handlers().subscribed), so no
+    // event falls between the two. Without a socket the messages are read at once.
+    this.subscribed = this.live.follow(id).catch((error) => {
+      if (error.code === "not_found") this.closeMissing();
+    });
+    if (!this.live.open) this.loadLatest();
+  }
+
+  closeMissing(message = "That conversation does not exist or is not yours.") {
+    this.ui.home();
+    this.ui.error(message);
+  }
+
+  async loadLatest() {
+    const id = this.open;
+    try {
+      const head = await this.api.messages(id, 0, 1);
+      const offset = Math.max(0, head.total - PAGE);
+      const page = await this.api.messages(id, offset, PAGE);
+      if (id !== this.open) return;
+      this.oldest = offset;
+      this.showMessages(page.items);
+    } catch (error) {
+      if (id !== this.open) return;
+      if (error.status === 404) this.closeMissing();
+      else this.ui.error(error.message);
+    }
+  }
+
+  // The stored messages replace what is shown; a reply still streaming (not stored yet) stays.
+  showMessages(items) {
+    const list = $("message-list");
+    const stored = new Set(items.map((m) => m.id));
+    const streaming = Array.from(list.children).filter(
+      (item) => item.dataset.status === "streaming" && !stored.has(item.dataset.messageId),
+    );
+    const elements = items.map((message) => {
+      const item = this.messageItem(message.id, message.role);
+      render.fillMessage(item, message);
+      return item;
+    });
+    list.replaceChildren(...elements, ...streaming);
+    $("messages-start").hidden = this.oldest > 0;
+    $("messages-empty").hidden = list.children.length > 0;
+    if (streaming.length) this.ui.running(true);
+    this.scrollToEnd(true);
+  }
+
+  async loadOlder() {
+    if (!this.open || this.olderLoading || this.oldest === 0) return;
+    const id = this.open;
+    this.olderLoading = true;
+    try {
+      const offset = Math.max(0, this.oldest - PAGE);
+      const page = await this.api.messages(id, offset, this.oldest - offset);
+      if (id !== this.open) return;
+      const box = $("messages");
+      const before = box.scrollHeight;
+      const list = $("message-list");
+      const older = page.items.filter((m) => !this.findMessage(m.id)).map((message) => {
+        const item = render.messageElement(message.id, message.role);
+        render.fillMessage(item, message);
+        return item;
+      });
+      list.prepend(...older);
+      this.oldest = offset;
+      $("messages-start").hidden = offset > 0;
+      box.scrollTop += box.scrollHeight - before; // keep the reader's place
+    } catch (error) {
+      this.ui.error(error.message);
+    } finally {
+      this.olderLoading = false;
+    }
+  }
+
+  findMessage(id) {
+    return $("message-list").querySelector(`[data-message-id="${CSS.escape(id)}"]`);
+  }
+
+  messageItem(id, role) {
+    return this.findMessage(id) ?? render.messageElement(id, role);
+  }
+
+  // The element of a message, added at the end when it is new.
+  placed(id, role) {
+    let item = this.findMessage(id);
+    if (!item) {
+      item = render.messageElement(id, role);
+      $("message-list").append(item);
+      $("messages-empty").hidden = true;
+    }
+    return item;
+  }
+
+  showMessage(message) {
+    const follow = this.nearBottom();
+    render.fillMessage(this.placed(message.id, message.role), message);
+    this.scrollToEnd(follow);
+  }
+
+  event(frame) {
+    if (frame.conversation_id !== this.open) return;
+    const follow = this.nearBottom();
+    switch (frame.type) {
+      case "message":
+        this.showMessage(frame.message);
+        break;
+      case "chunk": {
+        const item = this.streamingItem(frame.message_id);
+        render.appendText(item, frame.content);
+        break;
+      }
+      case "tool_call":
+        render.addTool(this.streamingItem(frame.message_id), frame.name);
+        break;
+      case "tool_result":
+        render.toolResult(this.streamingItem(frame.message_id), frame.name, frame.ok);
+        break;
+      case "complete":
+      case "cancelled":
+      case "error":
+        this.finish(frame);
+        break;
+      case "conversation_updated":
+        this.upsertConversation(frame.conversation, true);
+        this.showTitle();
+        break;
+      case "conversation_deleted":
+        this.removeConversation(frame.conversation_id);
+        this.closeMissing("This conversation was deleted.");
+        return;
+    }
+    this.scrollToEnd(follow);
+  }
+
+  streamingItem(messageId) {
+    const item = this.placed(messageId, "assistant");
+    if (!item.dataset.status) render.setStatus(item, "streaming");
+    this.ui.running(true);
+    return item;
+  }
+
+  finish(frame) {
+    this.ui.running(false);
+    if (frame.message) {
+      this.showMessage(frame.message);
+      return;
+    }
+    const item = frame.message_id && this.findMessage(frame.message_id);
+    const status = { complete: "complete", cancelled: "cancelled", error: "failed" }[frame.type];
+    if (item) render.setStatus(item, status, status === "failed" ? frame.error : undefined);
+  }
+
+  nearBottom() {
+    const box = $("messages");
+    return box.scrollHeight - box.scrollTop - box.clientHeight < NEAR_BOTTOM_PX;
+  }
+
+  scrollToEnd(follow) {
+    if (follow) $("messages").scrollTop = $("messages").scrollHeight;
+  }
+
+  // -- what the user does ----------------------------------------------------------------
+
+  async send(text) {
+    let id = this.open;
+    if (!id) {
+      const conversation = await this.api.createConversation();
+      this.upsertConversation(conversation, true);
+      history.pushState(null, "", `/c/${conversation.id}`);
+      this.openConversation(conversation.id);
+      id = conversation.id;
+    }
+    // Subscribed before sending, so the reply's first tokens are not missed.
+    await this.subscribed;
+    // Running from now: the reply's end (its terminal event) may come before the answer.
+    this.ui.running(true);
+    try {
+      const message = await this.api.send(id, text, randomKey());
+      if (id === this.open) this.showMessage(message);
+    } catch (error) {
+      this.ui.running(false);
+      throw error;
+    }
+  }
+
+  async cancel() {
+    if (!this.open) return;
+    const answer = await this.api.cancel(this.open);
+    if (!answer.cancelled) this.ui.running(false);
+  }
+
+  // Ask again the question a stopped or failed reply answered.
+  async retry(item) {
+    let previous = item.previousElementSibling;
+    while (previous && previous.dataset.role !== "user") previous = previous.previousElementSibling;
+    if (previous) await this.send(previous.querySelector(".text").textContent);
+  }
+
+  async rename(title) {
+    const conversation = await this.api.rename(this.open, title);
+    this.upsertConversation(conversation, false);
+    this.showTitle();
+  }
+
+  async remove() {
+    const id = this.open;
+    await this.api.remove(id);
+    this.removeConversation(id);
+    this.ui.home();
+  }
+}
