@@ -54,6 +54,10 @@ class Cluster:
 
         async def cancel(request: Cancel) -> bool:
             conversation_id = uuid.UUID(request.conversation_id)
+            if request.discard:
+                # Deleted: the database no longer shows it, so only the live actor can say
+                # whose it is.
+                return registry.discard(conversation_id, uuid.UUID(request.user_id))
             try:
                 await registry.check_owner(uuid.UUID(request.user_id), conversation_id)
             except ConversationGone:
@@ -64,12 +68,15 @@ class Cluster:
         self.forwarding.local_cancel = cancel
         self.leases.on_lost = registry.lost
 
-    async def cancel_elsewhere(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
-        """Stop the conversation's reply on the instance holding its lease, if another."""
+    async def cancel_elsewhere(
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID, discard: bool = False
+    ) -> bool:
+        """Stop the conversation's reply (with `discard`, retire its actor too) on the
+        instance holding its lease, if another."""
         owner = await self.leases.owner(conversation_id)
         if owner is None or owner == self.leases.instance:
             return False
-        return await self.forwarding.cancel(owner, user_id, conversation_id)
+        return await self.forwarding.cancel(owner, user_id, conversation_id, discard)
 
 
 def lost(reply_id: str) -> dict[str, Any]:

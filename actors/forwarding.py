@@ -50,6 +50,8 @@ class Cancel:
     reply_to: str
     user_id: str
     conversation_id: str
+    # The conversation was deleted: besides stopping the reply, retire its actor.
+    discard: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,9 +158,14 @@ class Forwarding:
             return False
         return True
 
-    async def cancel(self, owner: str, user_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
-        """Ask `owner` to stop the conversation's reply; whether one was running there."""
-        request = Cancel(secrets.token_hex(8), self.instance, str(user_id), str(conversation_id))
+    async def cancel(
+        self, owner: str, user_id: uuid.UUID, conversation_id: uuid.UUID, discard: bool = False
+    ) -> bool:
+        """Ask `owner` to stop the conversation's reply (and, with `discard`, retire its
+        actor); whether a reply was running there."""
+        request = Cancel(
+            secrets.token_hex(8), self.instance, str(user_id), str(conversation_id), discard
+        )
         waiting = _Waiting(anyio.current_time() + self.timeout_s)
         self._waiting[request.id] = waiting
         try:

@@ -24,6 +24,7 @@ from actors.commands import Command, PostMessage
 from actors.errors import ActorCrashed, ActorUnavailable, ConversationGone
 from actors.hub import Hub
 from actors.lease import Elsewhere
+from actors.observer import Observer, RegistryStats, Unobserved
 from actors.provider import Provider
 from actors.store import Store
 from storage.rows import Conversation
@@ -52,8 +53,10 @@ class Registry:
         provider: Provider,
         hub: Hub,
         config: ActorConfig,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
+        self.observer = observer or Unobserved()
         self.hub = hub
         self.config = config
         self._provider = provider
@@ -87,6 +90,18 @@ class Registry:
     @property
     def live(self) -> int:
         return len(self._live)
+
+    def stats(self) -> RegistryStats:
+        """Live and running actors, commands waiting in mailboxes, replies being generated
+        (O(actors): read when metrics are scraped, not on any request)."""
+        return RegistryStats(
+            live=len(self._live),
+            running=len(self._running_actors),
+            queued_commands=sum(
+                e.mailbox.statistics().current_buffer_used for e in self._live.values()
+            ),
+            replying=sum(1 for actor in self._running_actors if actor.replying),
+        )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Host the actors; return once closed and every actor has ended."""
@@ -209,12 +224,23 @@ class Registry:
                 entry.actor.cancel_reply()
             self._retire(entry)
 
-    def discard(self, conversation_id: uuid.UUID) -> None:
-        """The conversation was deleted: stop its reply and retire its actor."""
+    def discard(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        """The user's conversation was deleted: stop its reply and retire its actor here;
+        whether a reply was running."""
         entry = self._live.get(conversation_id)
-        if entry is not None:
-            entry.actor.cancel_reply()
-            self._retire(entry)
+        if entry is None or entry.actor.conversation.user_id != user_id:
+            return False
+        running = entry.actor.cancel_reply()
+        self._retire(entry)
+        return running
+
+    async def discard_anywhere(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
+        """`discard` here, or on the instance whose actor runs the conversation, so that a
+        reply stops at once wherever it runs (not when it next tries to write)."""
+        if conversation_id in self._live:
+            self.discard(conversation_id, user_id)
+        elif self.cluster is not None:
+            await self.cluster.cancel_elsewhere(user_id, conversation_id, discard=True)
 
     async def _entry(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> _Entry | Elsewhere:
         entry = self._live.get(conversation_id)
@@ -259,6 +285,7 @@ class Registry:
             config=self.config,
             on_idle=self._on_idle,
             leases=leases,
+            observer=self.observer,
         )
         entry = _Entry(actor, send, receive)
         try:
@@ -326,6 +353,7 @@ class Registry:
             await actor.run(entry.mailbox)
         except Exception as error:
             log.exception("actor of conversation %s crashed", actor.id)
+            self.observer.actor_crashed()
             self._crashes.setdefault(actor.id, deque()).append(anyio.current_time())
             if actor.current is not None:
                 actor.current.fail(ActorCrashed("the assistant failed; please try again"))

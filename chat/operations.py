@@ -8,6 +8,7 @@ each door turns into its own answer through the one table in `chat/errors.py`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -123,7 +124,7 @@ async def delete_conversation(found: Services, user_id: UUID, conversation_id: U
     conversation = await soft_delete_conversation(found.db, user_id, conversation_id)
     if conversation is None:
         raise not_found()
-    found.registry.discard(conversation_id)
+    await found.registry.discard_anywhere(user_id, conversation_id)
     publish_change(found, "conversation_deleted", conversation)
 
 
@@ -143,14 +144,45 @@ async def post_message(
     token. `origin` names the sending connection in the `message` event, so the user's other
     connections can tell the message came from elsewhere. Waiting for it to be stored is
     `accepted`: a caller that must stay responsive meanwhile (a socket) waits elsewhere.
+
+    The user's limits come first, for every door alike: 429 `rate_limited` when all their
+    concurrent replies are taken (the slot is held until this reply ends) or their message
+    budget is spent.
     """
+    release = await _check_limits(found, user_id, conversation_id)
     try:
         with anyio.fail_after(ACCEPT_DEADLINE_S):
-            return await found.registry.post_message(
+            command = await found.registry.post_message(
                 user_id, conversation_id, content, key, paced=paced, origin=origin
             )
     except TimeoutError:
+        if release is not None:
+            release()
         raise _busy() from None
+    except BaseException:
+        if release is not None:
+            release()
+        raise
+    if release is not None:
+        command.finished.when_done(release)
+    return command
+
+
+async def _check_limits(
+    found: Services, user_id: UUID, conversation_id: UUID
+) -> Callable[[], None] | None:
+    """A concurrent-reply slot (and its release), then one message of the budget; 429."""
+    throttle = found.throttle
+    if throttle is None:
+        return None
+    release = throttle.take_reply_slot(user_id)
+    try:
+        await throttle.check_message(user_id, conversation_id)
+    except BaseException:
+        if release is not None:
+            release()
+        raise
+    return release
 
 
 async def accepted(command: PostMessage) -> Accepted:

@@ -26,6 +26,7 @@ BASE = "/api/v1/chat/conversations"
 QUESTION = "How do I reset my password?"
 WAIT_S = 20
 LEASE_S = 2
+TERMINAL = ("complete", "cancelled", "error")
 
 
 @pytest.fixture(name="env", scope="module")
@@ -177,6 +178,38 @@ async def test_cancel_sent_to_b_stops_the_reply_running_on_a(
         ("assistant", "cancelled"),
     ]
     assert messages[1]["id"] == reply_id and messages[1]["content"]
+
+
+async def test_delete_sent_to_b_stops_the_reply_running_on_a_at_once(
+    http: httpx.AsyncClient, servers: tuple[Server, Server], lease_keys: redis.asyncio.Redis
+) -> None:
+    a, b = servers
+    _, me = await sign_up(http, a)
+    cid = await new_conversation(http, a, me)
+    url = f"{a.url}{BASE}/{cid}/stream"
+    with anyio.fail_after(WAIT_S):
+        async with aconnect_sse(http, "GET", url, params={"message": QUESTION}, headers=me) as s:
+            reply_id = await first_chunk(sse.data async for sse in s.aiter_sse())
+            response = await http.delete(f"{b.url}{BASE}/{cid}", headers=me)
+            assert response.status_code == 204
+        # The conversation's events as Redis keeps them: the reply's chunks after the delete
+        # and its terminal event, whichever instance ran it.
+        after_delete: list[dict[str, object]] = []
+        last = "0-0"
+        while not after_delete or after_delete[-1].get("type") not in TERMINAL:
+            found = await lease_keys.xread({f"parley:c:{cid}:events": last}, block=1000)
+            for _, entries in found:
+                for entry_id, fields in entries:
+                    last = entry_id.decode()
+                    data = json.loads(fields[b"e"].split(b"\ndata: ", 1)[1])
+                    if data.get("message_id") == reply_id:
+                        after_delete.append(data)
+    # Without the forwarded discard, A went on generating to the end of its answer (over a
+    # hundred 20 ms tokens) and only learned of the delete when it stored the reply.
+    ended = after_delete[-1]
+    assert (ended["type"], ended["code"]) == ("cancelled", "conversation_deleted")
+    chunks = [e for e in after_delete if e["type"] == "chunk"]
+    assert len(chunks) < 40
 
 
 async def test_the_next_message_after_the_owner_was_killed_is_answered_by_a_survivor(

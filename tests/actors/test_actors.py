@@ -277,7 +277,7 @@ async def test_a_conversation_deleted_mid_reply_stops_its_actor_cleanly(world: W
 
             assert isinstance(world.store, DatabaseStore)
             await soft_delete_conversation(world.store.db, world.user_id, cid)
-        registry.discard(cid)
+        registry.discard(cid, world.user_id)
         with anyio.fail_after(5), pytest.raises(ConversationGone):
             await command.finished.wait()
         with anyio.fail_after(5):

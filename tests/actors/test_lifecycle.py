@@ -114,7 +114,7 @@ async def test_a_reply_of_a_conversation_deleted_mid_reply_ends_with_an_event(
             with anyio.fail_after(5):
                 await provider.paused.wait()
             await soft_delete(world, cid)
-            registry.discard(cid)
+            registry.discard(cid, world.user_id)
             ended = await next_of(events, "complete", "cancelled", "error")
     assert ended["message_id"] == reply_id
     assert (ended["type"], ended["code"]) == ("cancelled", "conversation_deleted")
