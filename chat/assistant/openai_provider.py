@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,6 +14,8 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionChunk
 
 from actors.provider import ProviderError, ReplyInfo, ReplyPart, ReplyRequest, TextDelta
+from chat.assistant.tool_loop import TOOLS_PROMPT, References, Turn, run_calls, tool_functions
+from chat.tools.service import ToolService
 
 # Finish reasons that end a reply before its end, and what the stored reply says of them.
 CUT_SHORT = {
@@ -83,6 +86,16 @@ def _is_connect_failure(error: BaseException) -> bool:
     return False
 
 
+@dataclass
+class _ReplyState:
+    """What one reply has seen so far, across its rounds of completions."""
+
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    said_text: bool = False
+
+
 class OpenAIProvider:
     """Implements `actors.provider.Provider` with the official `openai` client.
 
@@ -101,8 +114,12 @@ class OpenAIProvider:
         timeout_s: float,
         max_retries: int,
         stall_s: float = 20.0,
+        tools: ToolService | None = None,
+        max_tool_rounds: int = 5,
     ) -> None:
         self.model = model
+        self.tools = tools
+        self.max_tool_rounds = max_tool_rounds
         self.host = host_of(base_url)
         self.timeout_s = timeout_s
         self.stall_s = stall_s
@@ -124,11 +141,43 @@ class OpenAIProvider:
         await self.client.close()
 
     async def stream(self, request: ReplyRequest) -> AsyncGenerator[ReplyPart, None]:
-        messages: list[Any] = [{"role": "system", "content": SYSTEM_PROMPT}]
-        messages += [{"role": t.role, "content": t.content} for t in request.history]
         # Named up front, so even a reply that fails half-way says which model wrote it.
         yield ReplyInfo(model=self.model)
-        model = self.model
+        functions = tool_functions(await self.tools.specs()) if self.tools is not None else []
+        prompt = SYSTEM_PROMPT + (TOOLS_PROMPT if functions else "")
+        messages: list[Any] = [{"role": "system", "content": prompt}]
+        messages += [{"role": t.role, "content": t.content} for t in request.history]
+        state = _ReplyState(model=self.model)
+        references = References()
+        # Each round is one completion; while tools are offered (at most `max_tool_rounds`
+        # rounds of calls) the model may answer with calls, whose results start the next.
+        for round_number in range(self.max_tool_rounds + 1):
+            offered = functions if round_number < self.max_tool_rounds else []
+            turn = Turn()
+            async for part in self._complete(messages, offered, request, turn, state):
+                yield part
+            if not turn.calls:
+                break
+            if not offered or self.tools is None:
+                raise ProviderError(
+                    f"the model asked for tools after {self.max_tool_rounds} rounds of calls",
+                    "tool_rounds_exceeded",
+                )
+            async for part in run_calls(self.tools, turn, request, messages, references):
+                yield part
+        if state.model != self.model:
+            yield ReplyInfo(model=state.model)
+
+    async def _complete(
+        self,
+        messages: list[Any],
+        functions: list[dict[str, Any]],
+        request: ReplyRequest,
+        turn: Turn,
+        state: _ReplyState,
+    ) -> AsyncGenerator[ReplyPart, None]:
+        """One streamed completion: its text as it comes, its tool calls into `turn`."""
+        extra: dict[str, Any] = {"tools": functions} if functions else {}
         try:
             stream = await self.client.chat.completions.create(
                 model=self.model,
@@ -136,11 +185,14 @@ class OpenAIProvider:
                 stream=True,
                 stream_options={"include_usage": True},
                 user=str(request.user_id),
+                **extra,
             )
         except openai.APIError as error:
             raise self._start_error(error) from error
         finished: str | None = None
         started = False
+        # Text after an earlier round's text and tool calls starts a paragraph of its own.
+        separate = state.said_text
         try:
             async with stream:
                 while True:
@@ -148,15 +200,25 @@ class OpenAIProvider:
                     if chunk is None:
                         break
                     started = True
-                    model = chunk.model or model
+                    state.model = chunk.model or state.model
                     if chunk.usage is not None:
+                        # Summed over the rounds: the reply cost all of them.
+                        state.prompt_tokens += chunk.usage.prompt_tokens
+                        state.completion_tokens += chunk.usage.completion_tokens
                         yield ReplyInfo(
-                            prompt_tokens=chunk.usage.prompt_tokens,
-                            completion_tokens=chunk.usage.completion_tokens,
+                            prompt_tokens=state.prompt_tokens,
+                            completion_tokens=state.completion_tokens,
                         )
                     for choice in chunk.choices:
                         if choice.delta.content:
-                            yield TextDelta(choice.delta.content)
+                            text = choice.delta.content
+                            if separate:
+                                text, separate = "\n\n" + text.lstrip(), False
+                            turn.text.append(text)
+                            state.said_text = True
+                            yield TextDelta(text)
+                        if choice.delta.tool_calls:
+                            turn.add_calls(choice.delta.tool_calls)
                         finished = finished or choice.finish_reason
         except openai.APIError as error:
             raise self._stream_error(error, started) from error
@@ -167,8 +229,6 @@ class OpenAIProvider:
         if finished in CUT_SHORT:
             # The model stopped on its own limit or filter: a half answer, not a complete one.
             raise ProviderError(CUT_SHORT[finished], f"upstream_{finished}")
-        if model != self.model:
-            yield ReplyInfo(model=model)
 
     async def _next_chunk(
         self, stream: openai.AsyncStream[ChatCompletionChunk], started: bool

@@ -11,15 +11,19 @@ from chat.assistant.knowledge import KnowledgeBase, load_articles
 from chat.assistant.local import LocalProvider
 from chat.assistant.openai_provider import OpenAIProvider, host_of
 from chat.settings import Settings
+from chat.tools.service import ToolService
 
 log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
 async def open_provider(
-    settings: Settings, given: Provider | None = None
+    settings: Settings, given: Provider | None = None, tools: ToolService | None = None
 ) -> AsyncIterator[Provider]:
-    """The provider for the settings (or `given`), closed (its HTTP client, if any) on exit."""
+    """The provider for the settings (or `given`), closed (its HTTP client, if any) on exit.
+
+    `tools` is the MCP tool service the provider may call while it answers.
+    """
     if given is not None:
         yield given
         return
@@ -37,6 +41,8 @@ async def open_provider(
             timeout_s=settings.openai_timeout_s,
             max_retries=settings.openai_max_retries,
             stall_s=settings.openai_stall_s,
+            tools=tools,
+            max_tool_rounds=settings.mcp_max_tool_rounds,
         )
         try:
             yield provider

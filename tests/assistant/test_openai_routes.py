@@ -55,6 +55,9 @@ def fixture_settings(
         openai_timeout_s=30,
         openai_stall_s=STALL_S,
         openai_max_retries=0,
+        # No MCP server: the first reply would wait for its cold start, and this measures the
+        # model's stall bound alone (tests/tools/ covers the tools).
+        mcp_parley_server=False,
     )
 
 
