@@ -190,6 +190,50 @@ class Messages(BaseModel):
     limit: int
 
 
+class TicketFilter(_Query):
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    limit: int = Field(20, ge=1, le=100)
+    status: Literal["open", "pending", "resolved", "closed"] | None = Field(
+        None, description="Only tickets with this status."
+    )
+
+
+class TicketResponse(BaseModel):
+    """A support ticket; `number` is the one its owner quotes ("Ticket #12")."""
+
+    id: UUID
+    number: int = Field(ge=1)
+    subject: str
+    description: str
+    priority: Literal["low", "normal", "high", "urgent"]
+    status: Literal["open", "pending", "resolved", "closed"]
+    conversation_id: UUID | None = Field(
+        description="The conversation it was opened from (null once that one is purged)."
+    )
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class TicketCommentResponse(BaseModel):
+    id: UUID
+    author: Literal["user", "assistant"]
+    body: str
+    created_at: Timestamp
+
+
+class TicketDetail(TicketResponse):
+    """A ticket with its comments, oldest first."""
+
+    comments: list[TicketCommentResponse]
+
+
+class Tickets(BaseModel):
+    items: list[TicketResponse]
+    total: int
+    offset: int
+    limit: int
+
+
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = {}
@@ -255,13 +299,18 @@ class CompleteEvent(_Event):
 
 
 class StoppedEvent(_Event):
-    """The reply stopped; `message` is what was stored of it (absent if it could not be)."""
+    """The reply stopped; `message` is what was stored of it (absent if it could not be).
+
+    On route 7 an `error` without `message_id` (code `rate_limited`, with `retry_after` in
+    seconds) means the message was refused before it was stored: nothing was sent.
+    """
 
     type: Literal["cancelled", "error"]
-    message_id: UUID
+    message_id: UUID | None = None
     error: str
     code: str
     message: MessageResponse | None = None
+    retry_after: float | None = None
 
 
 class ConversationEvent(_Event):
@@ -304,3 +353,22 @@ class EventStream(BaseModel):
     """
 
     media_type: ClassVar[str] = "text/event-stream"
+
+
+class ToolDescription(BaseModel):
+    # Namespaced `<server>__<tool>`, as the model sees it.
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+class ToolServerStatus(BaseModel):
+    name: str
+    state: Literal["idle", "starting", "ready", "failed", "disabled", "stopped"]
+    last_error: str | None
+    restarts: int
+    tools: list[ToolDescription]
+
+
+class ToolServers(BaseModel):
+    servers: list[ToolServerStatus]

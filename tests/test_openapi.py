@@ -14,8 +14,10 @@ E = "Error"
 # path -> method -> status -> the schema documented for that answer
 # Every status each route really answers (a bearer-guarded route: 401 and 403 inactive_user).
 EXPECTED: dict[str, dict[str, dict[str, str]]] = {
-    "/auth/register": {"post": {"201": "UserResponse", "403": E, "409": E, "413": E, "422": E}},
-    "/auth/login": {"post": {"200": "Token", "401": E, "403": E, "413": E, "422": E}},
+    "/auth/register": {
+        "post": {"201": "UserResponse", "403": E, "409": E, "413": E, "422": E, "429": E}
+    },
+    "/auth/login": {"post": {"200": "Token", "401": E, "403": E, "413": E, "422": E, "429": E}},
     "/auth/me": {"get": {"200": "UserResponse", "401": E, "403": E}},
     BASE: {
         "get": {"200": "Conversations", "401": E, "403": E, "422": E},
@@ -31,6 +33,7 @@ EXPECTED: dict[str, dict[str, dict[str, str]]] = {
             "404": E,
             "413": E,
             "422": E,
+            "429": E,
             "503": E,
         },
     },
@@ -43,6 +46,9 @@ EXPECTED: dict[str, dict[str, dict[str, str]]] = {
         "patch": {"200": "ConversationResponse", "401": E, "403": E, "404": E, "413": E, "422": E}
     },
     BASE + "/{conversation_id}": {"delete": {"401": E, "403": E, "404": E}},
+    "/api/v1/tickets": {"get": {"200": "Tickets", "401": E, "403": E, "422": E}},
+    "/api/v1/tickets/{ticket_id}": {"get": {"200": "TicketDetail", "401": E, "403": E, "404": E}},
+    "/api/v1/tools": {"get": {"200": "ToolServers", "401": E, "403": E}},
     "/healthz": {"get": {"200": "Health"}},
     "/readyz": {"get": {"200": "Health", "503": "Health"}},
 }

@@ -7,12 +7,16 @@ database is written: a failure is reproduced from the seed and the printed `curl
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 
+from chat import tickets
+from storage.database import create_database
 from tests import databases
 from tests.server import running_server, server_env
 
@@ -21,6 +25,34 @@ SEED = 6
 # The slowest answer schemathesis accepts: a synchronous message is not paced (issue #6, §5).
 MAX_RESPONSE_S = 2
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+
+
+async def open_tickets(url: str, user_id: UUID) -> list[str]:
+    db = create_database(url)
+    await db.connect()
+    try:
+        ids = []
+        for priority in ("low", "urgent"):
+            ticket = await tickets.open_ticket(
+                db, user_id, None, subject="Refund", description="Where is it?", priority=priority
+            )
+            await tickets.comment_on_ticket(db, user_id, ticket["id"], body="Hi", author="user")
+            ids.append(ticket["id"])
+        return ids
+    finally:
+        await db.disconnect()
+
+
+def config_file(folder: Path, ticket_ids: list[str]) -> Path:
+    """Half of the generated ticket ids are real ones (schemathesis cannot open tickets, so it
+    would otherwise only ever see 404s on the detail route); the other half stay random."""
+    path = folder / "schemathesis.toml"
+    values = ", ".join(f'"{i}"' for i in ticket_ids)
+    path.write_text(
+        f"[dictionaries.tickets]\nvalues = [{values}]\n\n"
+        '[parameters]\n"path.ticket_id" = { dictionary = "tickets", probability = 0.5 }\n'
+    )
+    return path
 
 
 def test_the_api_keeps_its_openapi_promise(tmp_path: Path, postgres_url: str) -> None:
@@ -33,9 +65,17 @@ def test_the_api_keeps_its_openapi_promise(tmp_path: Path, postgres_url: str) ->
         user = {"email": "schemathesis@example.com", "password": "correct horse"}
         assert http.post("/auth/register", json=user).status_code == 201
         token = http.post("/auth/login", json=user).json()["access_token"]
+        # Tickets are opened by the assistant, not over REST: a few for this user, so the
+        # ticket routes answer with data rather than only 404s.
+        me = http.get("/auth/me", headers={"Authorization": f"Bearer {token}"}).json()
+        ticket_ids = databases.in_thread(
+            lambda: asyncio.run(open_tickets(postgres_url, UUID(me["id"])))
+        )
         run = subprocess.run(
             [
                 str(SCHEMATHESIS),
+                "--config-file",
+                str(config_file(tmp_path, ticket_ids)),
                 "run",
                 f"{server.url}/openapi.json",
                 "--header",
