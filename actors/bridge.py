@@ -98,6 +98,8 @@ class Bridge:
         self.instance = instance or secrets.token_hex(8)
         self.up = False
         self._pending: deque[_Pending] = deque()
+        # Passing events (typing) for other instances: (user channel, bytes); never numbered.
+        self._signals: list[tuple[bytes, bytes]] = []
         self._in_flight = False
         self._wake = anyio.Event()
         self._idle_waiters: list[anyio.Event] = []
@@ -140,6 +142,15 @@ class Bridge:
         self._pending.append(_Pending(conversation_id, user_id, type, payload))
         self._wake.set()
         return True
+
+    def signal(self, event: Event) -> None:
+        """Queue a passing event for the user's channel; dropped while Redis is away (it is
+        only ever of the moment) or when the queue is full."""
+        if self.up and len(self._signals) < self.config.queue_size:
+            self._signals.append(
+                (wire.user_channel(event.user_id), wire.encode(event, self.instance))
+            )
+            self._wake.set()
 
     def watch(self, topic: uuid.UUID, user: bool, on: bool) -> None:
         """Subscribe to (or leave) a topic's channel, on the supervised connection."""
@@ -219,6 +230,9 @@ class Bridge:
 
     async def _publish_loop(self) -> None:
         while True:
+            if self._signals:
+                await self._send_signals()
+                continue
             if not self._pending:
                 for waiter in self._idle_waiters:
                     waiter.set()
@@ -240,6 +254,19 @@ class Bridge:
                 self._publish_queued_locally()
             finally:
                 self._in_flight = False
+
+    async def _send_signals(self) -> None:
+        signals, self._signals = self._signals, []
+        if not self.up:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for channel, data in signals:
+            pipe.publish(channel, data)
+        try:
+            with anyio.fail_after(self.config.timeout_s):
+                await pipe.execute()
+        except FAILURES as error:
+            self._fail(f"publish failed: {type(error).__name__}")
 
     async def _send(self, batch: list[_Pending]) -> None:
         """Publish `batch` through Redis; what is delivered is removed from it."""

@@ -53,6 +53,10 @@ class Relay(Protocol):
         """Be subscribed to the conversation, then read what followed `since`."""
         ...
 
+    def signal(self, event: Event) -> None:
+        """Pass a passing event (`typing`) to its user's subscribers on other instances."""
+        ...
+
 
 # What a relay's replay found: `None` (it cannot tell: use the hub's own), `"reset"` (the
 # position cannot be honoured) or the events after it (possibly none), oldest first.
@@ -260,13 +264,17 @@ class Hub:
     ) -> None:
         """Tell a user's subscribers something passing (`typing`): not numbered, not retained."""
         subscribers = self._user_subscribers.get(user_id)
-        if not subscribers:
+        if not subscribers and self.relay is None:
             return
         body = {"type": type, "conversation_id": str(conversation_id), **payload}
         data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        event = Event(conversation_id, user_id, type, "", 0, data, anyio.current_time(), None, b"")
-        for subscriber in tuple(subscribers):
+        # Position 0 of no epoch: never numbered, and a frame the bridge can carry as it is.
+        sse = b"id: :0\ndata: " + data + b"\n\n"
+        event = Event(conversation_id, user_id, type, "", 0, data, anyio.current_time(), None, sse)
+        for subscriber in tuple(subscribers or ()):
             subscriber.offer(event)
+        if self.relay is not None:
+            self.relay.signal(event)
 
     def unsubscribe(self, subscription: Subscriber) -> None:
         topic = subscription.topic

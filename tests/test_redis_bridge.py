@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from tests.accounts import new_conversation, sign_up
 from tests.redis_server import QUICK_REDIS, RedisServer
 from tests.server import Server, parley, running_server, server_env
+from tests.ws.conftest import open_socket
 
 pytestmark = pytest.mark.anyio
 BASE = "/api/v1/chat/conversations"
@@ -216,3 +217,17 @@ async def test_redis_down_each_instance_serves_its_own_then_delivery_comes_back(
     with anyio.fail_after(WAIT_S):
         resumed = await read_sse(http, b, me, cid, anyio.Event(), last_event_id=during[1].id)
     assert json.loads(resumed[0][1])["type"] == "reset"
+
+
+async def test_typing_on_a_reaches_the_users_socket_on_b(
+    http: httpx.AsyncClient, servers: tuple[Server, Server]
+) -> None:
+    a, b = servers
+    token, _ = await sign_up(http, a)
+    async with open_socket(a, token) as on_a, open_socket(b, token) as on_b:
+        # The list change crossing to B shows B's socket is subscribed to the user's channel.
+        created = await on_a.ask("create_conversation")
+        await on_b.until(lambda f: f["type"] == "notification")
+        await on_a.send("typing", conversation_id=created["id"])
+        got = await on_b.until(lambda f: f["type"] == "typing")
+    assert got[-1] == {"type": "typing", "conversation_id": created["id"]}
