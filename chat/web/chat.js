@@ -21,6 +21,7 @@ export class Chat {
     this.listTotal = null;
     this.listLoading = false;
     this.olderLoading = false;
+    this.touched = null; // ids shown by the socket while the messages are read
     this.observer = new IntersectionObserver((entries) => {
       if (entries.some((e) => e.isIntersecting)) this.moreConversations();
     }, { root: $("sidebar") });
@@ -176,13 +177,17 @@ export class Chat {
 
   async loadLatest() {
     const id = this.open;
+    // Messages the socket shows while this reads are newer than what it reads: they stay.
+    const touched = new Set();
+    this.touched = touched;
     try {
       const head = await this.api.messages(id, 0, 1);
       const offset = Math.max(0, head.total - PAGE);
       const page = await this.api.messages(id, offset, PAGE);
-      if (id !== this.open) return;
+      if (id !== this.open || this.touched !== touched) return; // opened elsewhere, or reread
+      this.touched = null;
       this.oldest = offset;
-      this.showMessages(page.items);
+      this.showMessages(page.items, touched);
     } catch (error) {
       if (id !== this.open) return;
       if (error.status === 404) this.closeMissing();
@@ -190,22 +195,24 @@ export class Chat {
     }
   }
 
-  // The stored messages replace what is shown; a reply still streaming (not stored yet) stays.
-  showMessages(items) {
+  // The stored messages replace what is shown, but for what the socket showed meanwhile
+  // (`touched`) and a reply still streaming (not stored yet).
+  showMessages(items, touched) {
     const list = $("message-list");
     const stored = new Set(items.map((m) => m.id));
-    const streaming = Array.from(list.children).filter(
-      (item) => item.dataset.status === "streaming" && !stored.has(item.dataset.messageId),
-    );
+    const newer = Array.from(list.children).filter((item) => {
+      const id = item.dataset.messageId;
+      return !stored.has(id) && (touched.has(id) || item.dataset.status === "streaming");
+    });
     const elements = items.map((message) => {
       const item = this.messageItem(message.id, message.role);
       render.fillMessage(item, message);
       return item;
     });
-    list.replaceChildren(...elements, ...streaming);
+    list.replaceChildren(...elements, ...newer);
     $("messages-start").hidden = this.oldest > 0;
     $("messages-empty").hidden = list.children.length > 0;
-    if (streaming.length) this.ui.running(true);
+    if (newer.some((item) => item.dataset.status === "streaming")) this.ui.running(true);
     this.scrollToEnd(true);
   }
 
@@ -257,12 +264,14 @@ export class Chat {
 
   showMessage(message) {
     const follow = this.nearBottom();
+    this.touched?.add(message.id);
     render.fillMessage(this.placed(message.id, message.role), message);
     this.scrollToEnd(follow);
   }
 
   event(frame) {
     if (frame.conversation_id !== this.open) return;
+    this.touched?.add(frame.message?.id ?? frame.message_id);
     const follow = this.nearBottom();
     switch (frame.type) {
       case "message":

@@ -1,0 +1,260 @@
+"""The chat page in headless Chromium against a real server: what a customer does with it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.server import Server
+from tests.tokens import claims, sign
+from tests.web.conftest import SECRET, serving, tab, web_env
+from tests.web.pages import (
+    ARTICLE,
+    QUESTION,
+    ask,
+    assert_page_equals_store,
+    assistant,
+    connected,
+    conversation_id,
+    new_email,
+    register,
+    sign_in,
+    stored_messages,
+    token,
+)
+
+
+@pytest.fixture(name="server", scope="module")
+def fixture_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("web")
+    with serving(web_env(tmp), tmp) as server:
+        yield server
+
+
+def text_length(page: Page) -> int:
+    length: int = assistant(page).locator(".text").evaluate("node => node.textContent.length")
+    return length
+
+
+def wait_for_growth(page: Page, than: int) -> int:
+    """Wait until the streaming reply holds more than `than` characters; its length then."""
+    page.wait_for_function(
+        """than => {
+            const replies = document.querySelectorAll('.message.assistant');
+            const last = replies[replies.length - 1];
+            return last && last.querySelector('.text').textContent.length > than;
+        }""",
+        arg=than,
+    )
+    return text_length(page)
+
+
+def test_a_customer_asks_and_watches_the_reply_stream_in(browser: Browser, server: Server) -> None:
+    email = new_email()
+    with tab(browser) as first:
+        register(first.page, server.url, email, name="Ann")
+        expect(first.page.locator("#who")).to_have_text("Ann")
+        first.page.get_by_role("button", name="Sign out").click()
+        expect(first.page.locator("#auth-message")).to_have_text("You have signed out.")
+        assert first.page.evaluate("sessionStorage.length") == 0
+    with tab(browser) as watched:
+        page = watched.page
+        sign_in(page, server.url, email)
+        ask(page, QUESTION)
+        conversation = conversation_id(page)
+        # The reply grows token by token while it streams, with a Stop button meanwhile.
+        reply = assistant(page)
+        expect(reply).to_have_attribute("data-status", "streaming")
+        expect(page.get_by_role("button", name="Stop")).to_be_visible()
+        seen = wait_for_growth(page, 0)
+        wait_for_growth(page, seen)
+        expect(reply).to_have_attribute("data-status", "complete")
+        expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+        link = reply.get_by_role("link", name="How to reset a forgotten password")
+        expect(link).to_have_attribute("href", ARTICLE)
+        assert_page_equals_store(server.url, page, conversation)
+        # The auto-title reaches the list and the heading.
+        expect(page.locator("#conversation-title")).to_have_text(QUESTION)
+        expect(page.locator(".conversation-item .title")).to_have_text([QUESTION])
+        # The token is in this tab's sessionStorage only, never in the page's URL.
+        assert page.evaluate("localStorage.length") == 0
+        assert token(page) not in page.url
+        # Opened again from its address, the conversation shows what was stored.
+        page.reload()
+        connected(page)
+        expect(assistant(page)).to_have_attribute("data-status", "complete")
+        assert_page_equals_store(server.url, page, conversation)
+        assert watched.errors == []
+
+
+def test_stop_keeps_the_partial_reply_marked_cancelled_and_retry_asks_again(
+    browser: Browser, server: Server
+) -> None:
+    with tab(browser) as watched:
+        page = watched.page
+        register(page, server.url, new_email())
+        box = page.get_by_label("Your message")
+        # Keyboard only: Shift+Enter is a new line, Enter sends, Escape stops the reply.
+        box.type("How do I reset")
+        box.press("Shift+Enter")
+        box.type("my password?")
+        assert box.input_value() == "How do I reset\nmy password?"
+        box.press("Enter")
+        conversation = conversation_id(page)
+        expect(page.locator(".message.user .text")).to_have_text("How do I reset\nmy password?")
+        wait_for_growth(page, 10)
+        page.keyboard.press("Escape")
+        reply = assistant(page)
+        expect(reply).to_have_attribute("data-status", "cancelled")
+        expect(reply.locator(".status")).to_have_text("Stopped")
+        [_, stored] = stored_messages(server.url, page, conversation)
+        assert stored["status"] == "cancelled"
+        assert 10 < len(stored["content"]) < 300
+        assert_page_equals_store(server.url, page, conversation)
+        # Retry asks the same question again; this time the reply is left to finish.
+        reply.get_by_role("button", name="Retry").click()
+        expect(page.locator(".message")).to_have_count(4)
+        expect(assistant(page)).to_have_attribute("data-status", "complete")
+        assert_page_equals_store(server.url, page, conversation)
+        assert watched.errors == []
+
+
+def test_an_expired_token_returns_to_sign_in_with_a_message(
+    browser: Browser, server: Server
+) -> None:
+    with tab(browser) as watched:
+        page = watched.page
+        register(page, server.url, new_email())
+        me = httpx.get(server.url + "/auth/me", headers={"Authorization": f"Bearer {token(page)}"})
+        # A token that ends in two seconds: the page starts with it, then the socket hears
+        # `token_expired` and the page goes back to sign-in.
+        short = sign(
+            {"alg": "HS256", "typ": "JWT"},
+            claims(me.json()["id"], exp=int(time.time()) + 2),
+            SECRET,
+        )
+        page.evaluate("token => sessionStorage.setItem('parley.token', token)", short)
+        page.reload()
+        connected(page)
+        expect(page.locator("#auth-view")).to_be_visible(timeout=10_000)
+        expect(page.locator("#auth-message")).to_have_text(
+            "Your session has expired. Please sign in again."
+        )
+        assert page.evaluate("sessionStorage.getItem('parley.token')") is None
+
+
+def test_markup_in_messages_stays_text_under_a_strict_csp(browser: Browser, server: Server) -> None:
+    markup = ["<img src=x onerror=alert(1)>", "<script>alert(2)</script><b>bold</b>"]
+    with tab(browser) as watched:
+        page = watched.page
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+        register(page, server.url, new_email())
+        for text in markup:
+            ask(page, text)
+            expect(page.locator(".message.user .text").last).to_have_text(text)
+            expect(assistant(page)).to_have_attribute("data-status", "complete")
+        conversation = conversation_id(page)
+        assert page.locator("#message-list img, #message-list script, #message-list b").count() == 0
+        assert_page_equals_store(server.url, page, conversation)
+        assert dialogs == []
+        assert watched.errors == []
+    for path in ("/", f"/c/{conversation}", "/web/app.js", "/web/style.css"):
+        headers = httpx.get(server.url + path).headers
+        csp = headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "connect-src 'self'" in csp, path
+        assert "unsafe-inline" not in csp
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_a_second_tab_follows_renames_and_replies_and_a_stranger_sees_none(
+    browser: Browser, server: Server
+) -> None:
+    email = new_email()
+    with tab(browser) as a, tab(browser) as b, tab(browser) as stranger:
+        register(a.page, server.url, email)
+        sign_in(b.page, server.url, email)
+        register(stranger.page, server.url, new_email())
+        ask(a.page, QUESTION)
+        conversation = conversation_id(a.page)
+        # The new conversation appears in the other tab's list as it happens.
+        in_b = b.page.locator(f'[data-conversation-id="{conversation}"] .title')
+        expect(in_b).to_have_text(QUESTION)
+        expect(assistant(a.page)).to_have_attribute("data-status", "complete")
+        in_b.click()
+        expect(b.page).to_have_url(f"{server.url}/c/{conversation}")
+        expect(b.page.locator(".message")).to_have_count(2)
+        # A renames (through its dialog): B's list and heading follow.
+        a.page.get_by_role("button", name="Rename").click()
+        a.page.get_by_label("Title").fill("Locked out")
+        a.page.get_by_role("button", name="Save").click()
+        expect(a.page.locator("#conversation-title")).to_have_text("Locked out")
+        expect(in_b).to_have_text("Locked out")
+        expect(b.page.locator("#conversation-title")).to_have_text("Locked out")
+        # A asks again: B sees the question and the reply stream in, the same as stored.
+        ask(a.page, "And if the reset email never arrives?")
+        expect(b.page.locator(".message.user .text").last).to_have_text(
+            "And if the reset email never arrives?"
+        )
+        expect(assistant(b.page)).to_have_attribute("data-status", "streaming")
+        expect(assistant(b.page)).to_have_attribute("data-status", "complete")
+        expect(assistant(a.page)).to_have_attribute("data-status", "complete")
+        assert_page_equals_store(server.url, a.page, conversation)
+        assert_page_equals_store(server.url, b.page, conversation)
+        # The stranger saw none of it, and cannot open it by its address.
+        expect(stranger.page.locator(".conversation-item")).to_have_count(0)
+        stranger.page.goto(f"{server.url}/c/{conversation}")
+        expect(stranger.page.locator("#chat-error")).to_have_text(
+            "That conversation does not exist or is not yours."
+        )
+        expect(stranger.page).to_have_url(f"{server.url}/")
+        assert stranger.page.locator(".message").count() == 0
+        # Deleting asks first; then it leaves both tabs.
+        a.page.get_by_role("button", name="Delete").click()
+        a.page.locator("#delete-dialog").get_by_role("button", name="Delete").click()
+        expect(a.page.locator(".conversation-item")).to_have_count(0)
+        expect(b.page.locator(".conversation-item")).to_have_count(0)
+        expect(b.page.locator("#chat-error")).to_have_text("This conversation was deleted.")
+        assert a.errors == [] and b.errors == []
+
+
+def test_screenshots_of_the_main_screens(browser: Browser, server: Server) -> None:
+    """Saved into docs/screenshots/ (the README shows them): desktop and 360 px wide, light
+    and dark. Each screen is also checked to fit: nothing wider than the window."""
+    shots = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    desktop = {"width": 1280, "height": 800}
+    phone = {"width": 360, "height": 740}
+    with tab(browser, viewport=desktop) as watched:
+        page = watched.page
+        page.goto(server.url + "/")
+        expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+        page.screenshot(path=shots / "sign-in-desktop-light.png")
+        page.emulate_media(color_scheme="dark")
+        page.set_viewport_size(phone)
+        page.screenshot(path=shots / "sign-in-phone-dark.png")
+        page.emulate_media(color_scheme="light")
+        page.set_viewport_size(desktop)
+        register(page, server.url, new_email(), name="Ann")
+        ask(page, QUESTION)
+        expect(assistant(page)).to_have_attribute("data-status", "complete")
+        expect(page.locator("#conversation-title")).to_have_text(QUESTION)
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            for name, size in (("desktop", desktop), ("phone", phone)):
+                page.set_viewport_size(size)
+                fits = "document.documentElement.scrollWidth <= window.innerWidth"
+                assert page.evaluate(fits), f"{name} is wider than the window"
+                page.screenshot(path=shots / f"chat-{name}-{scheme}.png")
+        # On a phone the list is a panel behind the menu button.
+        expect(page.locator("#sidebar")).to_be_hidden()
+        page.get_by_role("button", name="Show conversations").click()
+        expect(page.locator("#sidebar")).to_be_visible()
+        page.screenshot(path=shots / "conversations-phone-dark.png")
+        assert watched.errors == []
