@@ -8,7 +8,17 @@ from quart_schema import QuartSchema
 from quart_schema.openapi import HttpSecurityScheme, Info
 
 from chat.access import Access, note_route
-from chat.blueprints import auth, conversations, docs, health, metrics, streams, tickets, web
+from chat.blueprints import (
+    auth,
+    conversations,
+    docs,
+    health,
+    metrics,
+    streams,
+    tickets,
+    tools,
+    web,
+)
 from chat.errors import register_error_handlers
 from chat.openapi import ParleyOpenAPIProvider
 from chat.services import EXTENSION, Services
@@ -42,7 +52,7 @@ def create_app(services: Services) -> Quart:
         security_schemes={"bearer": HttpSecurityScheme(scheme="bearer", bearer_format="JWT")},
         openapi_provider_class=ParleyOpenAPIProvider,
     )
-    for module in (health, auth, conversations, tickets, streams, docs, ws, web):
+    for module in (health, auth, conversations, tickets, tools, streams, docs, ws, web):
         app.register_blueprint(module.blueprint)
     if settings.cors_origin_list:
         allow_cors(app, settings.cors_origin_list)
