@@ -68,7 +68,7 @@ def build_server(settings: Settings, knowledge: KnowledgeBase | None = None) -> 
 
     # The ticket tools (chat/tools/ticket_tools.py), when that module is there.
     if importlib.util.find_spec("chat.tools.ticket_tools") is not None:
-        importlib.import_module("chat.tools.ticket_tools").register(server)
+        importlib.import_module("chat.tools.ticket_tools").register(server, settings)
     return server
 
 
