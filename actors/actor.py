@@ -17,6 +17,7 @@ from actors.commands import Accepted, Command, PostMessage
 from actors.errors import ActorUnavailable, ConversationGone, StoreTimeout
 from actors.hub import Hub
 from actors.lease import UNFENCED, Leases
+from actors.observer import Observer, ReplyReport, Unobserved
 from actors.provider import (
     Provider,
     ProviderError,
@@ -73,6 +74,9 @@ class _Draft:
     info: dict[str, Any]
     # Set once its terminal event (`complete`, `cancelled` or `error`) is published.
     ended: bool = False
+    # When generation started and when its first text came (`anyio.current_time()`).
+    started_at: float = 0.0
+    first_text_at: float | None = None
 
     def merge(self, info: ReplyInfo) -> None:
         for name in ("model", "confidence", "prompt_tokens", "completion_tokens"):
@@ -101,8 +105,10 @@ class ConversationActor:
         config: ActorConfig,
         on_idle: Callable[[ConversationActor], None],
         leases: Leases | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.conversation = conversation
+        self._observer = observer or Unobserved()
         self.current: Command | None = None
         self._store = store
         self._provider = provider
@@ -129,6 +135,11 @@ class ConversationActor:
     def busy(self) -> bool:
         """Loading its history, or handling a command: not to be retired for the cap."""
         return not self._ready or self.current is not None
+
+    @property
+    def replying(self) -> bool:
+        """Generating a reply right now."""
+        return self._reply_scope is not None
 
     def cancel_reply(self) -> bool:
         """Stop the reply being generated, if any; what it said so far is kept."""
@@ -272,6 +283,7 @@ class ConversationActor:
         status, error, code = "complete", "", ""
         crash: Exception | None = None
         scope = self._reply_scope = anyio.CancelScope()
+        draft.started_at = anyio.current_time()
         try:
             with scope, anyio.fail_after(self._config.reply_timeout_s):
                 await self._generate(request, draft)
@@ -282,6 +294,7 @@ class ConversationActor:
         except anyio.get_cancelled_exc_class():
             # Shutdown past its grace period: keep what was generated, then stop. A failure
             # to store is already told by the terminal event; the cancellation goes on.
+            self._report(draft, "cancelled", "shutdown")
             with contextlib.suppress(Exception):
                 await self._finish(
                     question, draft, "cancelled", "the service is shutting down", "shutdown"
@@ -296,10 +309,26 @@ class ConversationActor:
             status, error, code = "cancelled", "cancelled", "cancelled"
         elif status == "failed" and crash is None:
             log.warning("reply failed in conversation %s: %s: %s", self.id, code, error)
+        self._report(draft, status, code)
         reply = await self._finish(question, draft, status, error, code)
         if crash is not None:
             raise crash
         return reply
+
+    def _report(self, draft: _Draft, status: str, code: str) -> None:
+        """Tell the observer how the reply ended (once per reply, not per chunk)."""
+        now = anyio.current_time()
+        first = draft.first_text_at
+        tokens = draft.info.get("completion_tokens") or len(draft.parts)
+        self._observer.reply_ended(
+            ReplyReport(
+                status=status,
+                code="" if status == "complete" else code,
+                duration_s=now - draft.started_at,
+                first_token_s=None if first is None else first - draft.started_at,
+                tokens=int(tokens),
+            )
+        )
 
     async def _generate(self, request: ReplyRequest, draft: _Draft) -> None:
         message_id = str(draft.id)
@@ -307,6 +336,8 @@ class ConversationActor:
             async for part in parts:
                 if isinstance(part, TextDelta):
                     if part.text:
+                        if draft.first_text_at is None:
+                            draft.first_text_at = anyio.current_time()
                         draft.parts.append(part.text)
                         self._publish("chunk", {"message_id": message_id, "content": part.text})
                 elif isinstance(part, ToolCall):

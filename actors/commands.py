@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -20,20 +21,36 @@ class Outcome(Generic[T]):
         self._done = anyio.Event()
         self._value: T | None = None
         self._error: BaseException | None = None
+        self._callbacks: list[Callable[[], None]] = []
 
     @property
     def done(self) -> bool:
         return self._done.is_set()
 
+    def when_done(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (which must not raise or wait) once the outcome is delivered, or
+        now if it already was: for what a caller holds until a reply ends, such as a slot of
+        the user's concurrent replies, whether or not anyone waits for it."""
+        if self.done:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
     def set(self, value: T) -> None:
         if not self.done:
             self._value = value
-            self._done.set()
+            self._finish()
 
     def fail(self, error: BaseException) -> None:
         if not self.done:
             self._error = error
-            self._done.set()
+            self._finish()
+
+    def _finish(self) -> None:
+        self._done.set()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
 
     async def wait(self) -> T:
         await self._done.wait()

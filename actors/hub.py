@@ -14,6 +14,7 @@ is what it is without one (local numbering in a local epoch).
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import uuid
 from collections import OrderedDict, deque
@@ -23,9 +24,13 @@ from typing import Any, Protocol
 import anyio
 
 from actors.events import KEEP_ALIVE, Event, Position
+from actors.observer import HubStats, Observer, Unobserved
 from actors.subscription import Buffer, Subscriber, Subscription
 
 __all__ = ["Hub", "HubLimits", "Relay", "Subscriber", "Subscription"]
+
+# Not `log`: that name is a conversation's `_Log` throughout this module.
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,11 @@ class Relay(Protocol):
         ...
 
 
+# What a user's subscribers get (a socket's conversation list and the messages sent elsewhere):
+# not the replies' own events, which only a conversation's subscribers need.
+USER_TYPES = frozenset({"message", "conversation_updated", "conversation_deleted", "typing"})
+
+
 # What a relay's replay found: `None` (it cannot tell: use the hub's own), `"reset"` (the
 # position cannot be honoured) or the events after it (possibly none), oldest first.
 Replay = list[Event] | str | None
@@ -88,10 +98,24 @@ class Hub:
         self._bytes = 0
         self._closed = False
         self.relay: Relay | None = None
+        self.observer: Observer = Unobserved()
 
     @property
     def retained_bytes(self) -> int:
         return self._bytes
+
+    def stats(self) -> HubStats:
+        """Conversations with retained events or subscribers, subscribers, retained bytes
+        (O(conversations): read when metrics are scraped)."""
+        subscribers = sum(len(log.subscribers) for log in self._logs.values())
+        subscribers += sum(len(s) for s in self._user_subscribers.values())
+        return HubStats(len(self._logs), subscribers, self._bytes)
+
+    def cut_off(self, subscriber: Subscriber, reason: str) -> None:
+        """A subscriber was ended for a reason other than leaving (too slow, a gap): logged
+        and counted once."""
+        logger.warning("a subscriber of %s was cut off: %s", subscriber.topic, reason)
+        self.observer.subscriber_cut_off(reason)
 
     def publish(
         self,
@@ -147,7 +171,7 @@ class Hub:
         if conversation and (log := self._logs.get(event.conversation_id)) is not None:
             for subscriber in tuple(log.subscribers):
                 subscriber.offer(event)
-        if user:
+        if user and event.type in USER_TYPES:
             for subscriber in tuple(self._user_subscribers.get(event.user_id, ())):
                 subscriber.offer(event)
 

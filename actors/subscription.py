@@ -38,6 +38,8 @@ class Subscriber:
         if self.cut_off is None:
             self.cut_off = reason
             self._hub.unsubscribe(self)
+            if reason != "closed":
+                self._hub.cut_off(self, reason)
 
     def close(self) -> None:
         """Release the subscription (the subscriber went away)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -26,6 +27,10 @@ from chat.errors import APIError
 from chat.settings import Settings
 from storage.rows import User
 from storage.users import select_user
+
+
+def _nothing() -> None:
+    pass
 
 
 def unauthenticated(detail: str = "Not authenticated") -> APIError:
@@ -49,6 +54,9 @@ class Passwords:
         self.limiter = anyio.CapacityLimiter(threads or os.cpu_count() or 1)
         # Verified against when the email is unknown, so both failures take the same time.
         self._dummy = self._hasher.hash("not a real password")
+        # Told of every hash computed (the metrics count them: an operator sees what sign-in
+        # attempts cost, and that refused ones cost nothing).
+        self.on_hash: Callable[[], None] = _nothing
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Passwords:
@@ -58,9 +66,12 @@ class Passwords:
         )
 
     async def hash(self, password: str) -> str:
+        self.on_hash()
         return await anyio.to_thread.run_sync(self._hasher.hash, password, limiter=self.limiter)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
+        self.on_hash()
+
         def verify() -> bool:
             try:
                 return self._hasher.verify(password_hash or self._dummy, password)

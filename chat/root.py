@@ -27,9 +27,15 @@ from actors.store import DatabaseStore
 from chat import hypercorn_fixes
 from chat.app import create_app
 from chat.assistant.providers import open_provider
+from chat.blueprints.metrics import serve_metrics
 from chat.credentials import Passwords, Tokens, user_cache
+from chat.metrics import Metrics
 from chat.services import Services
 from chat.settings import Settings
+from chat.throttle import Rules, Throttle
+from chat.tools.config import configured_servers
+from chat.tools.identity import derive_tools_secret
+from chat.tools.service import ToolService
 from chat.ws.sockets import Sockets
 from storage.conversations import purge_deleted_conversations
 from storage.database import create_database, prepare
@@ -56,6 +62,38 @@ async def sweep_deleted(services: Services) -> None:
         except Exception:  # the database may be briefly away; try again next round
             log.exception("sweeping deleted conversations failed")
         await anyio.sleep(services.settings.sweep_interval_s)
+
+
+def tool_service(settings: Settings) -> ToolService:
+    """The MCP tool service for the configured servers (each starts on first use)."""
+    return ToolService(
+        configured_servers(settings),
+        tools_secret=derive_tools_secret(settings.jwt_secret),
+        call_timeout_s=settings.mcp_call_timeout_s,
+    )
+
+
+def open_metrics(settings: Settings, provider: Provider | None) -> Metrics | None:
+    """The metrics, when they are served (`METRICS_ENABLED` or `METRICS_BIND`); otherwise
+    nothing is counted at all."""
+    if not (settings.metrics_enabled or settings.metrics_bind):
+        return None
+    # A provider handed in (benchmarks, tests) is not the configured one.
+    return Metrics(settings.assistant_provider if provider is None else "custom")
+
+
+def open_throttle(settings: Settings, metrics: Metrics | None) -> Throttle:
+    """The rate limits of the settings, counted in Redis when `REDIS_URL` is set."""
+    rules = Rules.from_settings(settings)
+    if metrics is None:
+        return Throttle(rules, redis_url=settings.redis_url, timeout_s=settings.redis_timeout_s)
+    return Throttle(
+        rules,
+        redis_url=settings.redis_url,
+        timeout_s=settings.redis_timeout_s,
+        on_reject=metrics.rejected,
+        on_storage_error=metrics.limit_storage_failed,
+    )
 
 
 def shutdown_budget_s(settings: Settings) -> float:
@@ -130,16 +168,27 @@ async def running_services(
     cancelled (their partial text is stored); then every event stream is ended, so that the
     server's own graceful shutdown is not held up by open SSE responses.
     """
-    db = create_database(settings.database, pool_size=settings.database_pool_size)
+    metrics = open_metrics(settings, provider)
+    db = create_database(
+        settings.database,
+        pool_size=settings.database_pool_size,
+        on_query=metrics.query if metrics is not None else None,
+    )
     await db.connect()
+    throttle = open_throttle(settings, metrics)
     try:
         await prepare(db)
         hub = Hub(hub_limits(settings))
+        if metrics is not None:
+            hub.observer = metrics
+        tools = tool_service(settings)
         async with (
-            open_provider(settings, provider) as provider,
+            open_provider(settings, provider, tools) as provider,
             open_bridge(settings, hub) as bridge,
             anyio.create_task_group() as tg,
         ):
+            # The MCP servers' owner tasks: each session is entered and exited in its own.
+            await tg.start(tools.run)
             if bridge is not None:
                 # Started once its first connection was tried: Redis being away does not stop
                 # the instance from starting (it serves its own clients until Redis returns).
@@ -149,7 +198,10 @@ async def running_services(
                 provider=provider,
                 hub=hub,
                 config=actor_config(settings),
+                observer=metrics,
             )
+            if metrics is not None:
+                metrics.watch(registry, hub, db, bridge)
             if bridge is not None:
                 # One actor per conversation across the instances (actors/lease.py).
                 cluster = make_cluster(bridge, db, settings.actor_lease_s, actor_config(settings))
@@ -168,7 +220,12 @@ async def running_services(
                 registry=registry,
                 bridge=bridge,
                 sockets=Sockets(settings.ws_max_sockets_per_user),
+                tools=tools,
+                throttle=throttle,
+                metrics=metrics,
             )
+            if metrics is not None:
+                services.passwords.on_hash = metrics.password_hashed
             stopping, stopped = anyio.Event(), anyio.Event()
 
             async def shut_down() -> None:
@@ -192,6 +249,8 @@ async def running_services(
                             await bridge.flush()
                     # 4. Every event stream ends, so Hypercorn is not held up by open ones.
                     hub.close()
+                    # 5. The MCP servers stop (stdin closed, then SIGTERM, then SIGKILL).
+                    await tools.close()
                     stopped.set()
 
             async def shut_down_on_stop(stop: anyio.Event) -> None:
@@ -210,6 +269,7 @@ async def running_services(
                 await shut_down()
                 tg.cancel_scope.cancel()
     finally:
+        await throttle.aclose()
         with anyio.move_on_after(DISCONNECT_DEADLINE_S, shield=True):
             await db.disconnect()
 
@@ -280,6 +340,9 @@ async def serve(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, stop)
+            if services.metrics is not None and settings.metrics_bind:
+                # Its own small listener, stopped by the same `stop` (within a second).
+                tg.start_soon(serve_metrics, services.metrics, settings.metrics_bind, stop)
             log.info("serving on %s", ", ".join(config.bind))
             tg.start_soon(serve_app)
     log.info("stopped")

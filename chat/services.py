@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     from actors.hub import Hub
     from actors.registry import Registry
     from chat.credentials import Passwords, Tokens, UserCache
+    from chat.metrics import Metrics
     from chat.settings import Settings
+    from chat.throttle import Throttle
+    from chat.tools.service import ToolService
     from chat.ws.sockets import Sockets
 
 EXTENSION = "parley"
@@ -32,6 +35,12 @@ class Services:
     sockets: Sockets
     # The Redis bridge, when `REDIS_URL` is set.
     bridge: Bridge | None = None
+    # Rate limits and quotas (chat/throttle.py); `None` only where no app serves requests.
+    throttle: Throttle | None = None
+    # Prometheus metrics, when `METRICS_ENABLED` or `METRICS_BIND` is set.
+    metrics: Metrics | None = None
+    # The MCP tool service (chat/tools/), built by the composition root.
+    tools: ToolService | None = None
 
 
 def services() -> Services:

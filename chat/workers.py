@@ -35,6 +35,15 @@ STOP_MARGIN_S = 10.0
 KILL_WAIT_S = 5.0
 
 
+def worker_settings(settings: Settings, index: int) -> Settings:
+    """A worker's own settings: with `METRICS_BIND=host:port` worker `index` (0, 1, …) serves
+    its metrics on port + index, since each worker counts its own (scrape them all)."""
+    if not settings.metrics_bind:
+        return settings
+    host, _, port = settings.metrics_bind.rpartition(":")
+    return settings.model_copy(update={"metrics_bind": f"{host}:{int(port) + index}"})
+
+
 def run_worker(settings: Settings, config: Config, sockets: Sockets) -> None:
     """One child: an instance serving on the parent's sockets until SIGTERM (spawn target)."""
     import anyio
@@ -45,7 +54,7 @@ def run_worker(settings: Settings, config: Config, sockets: Sockets) -> None:
     # Out of the terminal's process group: a Ctrl-C reaches the parent only, which passes it
     # on as one SIGTERM (a second signal after the first would meet the default handler).
     os.setpgrp()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     threading.Thread(target=_stop_when_orphaned, daemon=True, name="parent-watch").start()
     anyio.run(serve, settings, config, None, sockets, backend_options={"use_uvloop": True})
 
@@ -90,12 +99,12 @@ class Workers:
 
     def _run(self) -> int:
         context = multiprocessing.get_context("spawn")
-        for _ in range(self.count):
+        for index in range(self.count):
             if self.deadline is not None:
                 break
             child = context.Process(
                 target=run_worker,
-                args=(self.settings, self.config, self.sockets),
+                args=(worker_settings(self.settings, index), self.config, self.sockets),
                 name="parley-worker",
             )
             child.start()

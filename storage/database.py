@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,35 @@ async def _release_as_is(connection: Any) -> None:
     back by the pool before this runs."""
 
 
-def create_database(url: str, *, pool_size: int = 10) -> Database:
-    """Build the process's database handle; `connect()` is the caller's (the composition root)."""
+def create_database(
+    url: str, *, pool_size: int = 10, on_query: Callable[[float], None] | None = None
+) -> Database:
+    """Build the process's database handle; `connect()` is the caller's (the composition root).
+
+    `on_query(seconds)` is told how long each PostgreSQL statement took (asyncpg's query
+    logger, on every pooled connection); SQLite has no such hook.
+    """
     url = normalise_url(url)
     if is_sqlite(url):
         return Database(url, factory=_SQLiteConnection)
-    return Database(url, min_size=1, max_size=pool_size, reset=_release_as_is)
+    options: dict[str, Any] = {}
+    if on_query is not None:
+
+        async def init(connection: Any) -> None:
+            connection.add_query_logger(lambda query: on_query(query.elapsed))
+
+        options["init"] = init
+    return Database(url, min_size=1, max_size=pool_size, reset=_release_as_is, **options)
+
+
+def pool_usage(db: Database) -> tuple[int, int] | None:
+    """Connections of the PostgreSQL pool (in use, open), or `None` without a pool (SQLite
+    opens one per query)."""
+    pool = getattr(db._backend, "_pool", None)
+    if pool is None or not hasattr(pool, "get_idle_size"):
+        return None
+    size = pool.get_size()
+    return size - pool.get_idle_size(), size
 
 
 async def prepare(db: Database) -> None:

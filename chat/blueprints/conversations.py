@@ -110,6 +110,7 @@ async def get_messages(conversation_id: UUID, query_args: MessageFilter) -> JSON
 @document_response(Error, 404)
 @document_response(Error, 413)
 @document_response(Error, 422)
+@document_response(Error, 429)
 @document_response(Error, 503)
 @document_headers(IDEMPOTENCY_KEY, PREFER)
 @require_user
@@ -121,7 +122,8 @@ async def post_message(conversation_id: UUID, data: MessageData) -> tuple[JSONDi
     (`ASSISTANT_TOKEN_DELAY_MS`): a synchronous caller waits only for the model. With
     `Prefer: respond-async` it answers 202 with the stored message at once, and the reply
     follows, paced, on the event streams. An `Idempotency-Key` header makes a retry return
-    the first answer and store nothing new.
+    the first answer and store nothing new. Answers 429 (with `Retry-After`) when the user's
+    message budget is spent or all their concurrent replies are taken.
     """
     respond_async = "respond-async" in request.headers.get("Prefer", "")
     command, accepted = await operations.send_message(

@@ -14,6 +14,7 @@ from actors.wire import message_json
 from chat import operations
 from chat.auth import current_user, require_user
 from chat.blueprints.conversations import IDEMPOTENCY_KEY, idempotency_key
+from chat.errors import APIError
 from chat.openapi import document_headers
 from chat.schemas import CancelResult, Error, EventStream, StreamFilter
 from chat.services import services
@@ -56,6 +57,11 @@ async def get_stream(conversation_id: UUID, query_args: StreamFilter) -> Respons
         command, accepted = await operations.send_message(
             found, current_user().id, conversation_id, query_args.message, idempotency_key()
         )
+    except APIError as error:
+        subscription.close()
+        if error.code != "rate_limited":
+            raise
+        return _refused(conversation_id, error)
     except BaseException:
         subscription.close()
         raise
@@ -73,6 +79,27 @@ async def get_stream(conversation_id: UUID, query_args: StreamFilter) -> Respons
                 yield frame
 
     return sse_response(frames())
+
+
+def _refused(conversation_id: UUID, error: APIError) -> Response:
+    """The message was refused (over the user's limits): a stream of one `error` event, so
+    that an `EventSource`, which cannot read an error answer's body, learns why."""
+    retry_after = (error.headers or {}).get("Retry-After", "1")
+    body = {
+        "type": "error",
+        "conversation_id": str(conversation_id),
+        "error": error.detail,
+        "code": error.code,
+        "retry_after": float(retry_after),
+    }
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield OPENED
+        yield data_frame(json.dumps(body, separators=(",", ":")).encode())
+
+    response = sse_response(frames())
+    response.headers["Retry-After"] = retry_after
+    return response
 
 
 def _frame(type: str, conversation_id: UUID, message: Message) -> bytes:
