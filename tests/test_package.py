@@ -14,12 +14,16 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import time
 import zipfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import httpx
 import pytest
 from packaging.version import Version
+
+from tests.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [
@@ -129,3 +133,50 @@ def test_the_installed_parley_migrates_and_starts_from_another_folder(
         f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
     assert os.path.exists(tmp_path / "parley.db")
+
+
+def test_the_installed_parley_serves_the_chat_page(wheel: Path, venv: Path, tmp_path: Path) -> None:
+    """The page's files are package data: the installed copy serves them from anywhere."""
+    page = {f"chat/web/{p.name}" for p in (ROOT / "chat" / "web").iterdir()}
+    assert page <= set(zipfile.ZipFile(wheel).namelist())
+    env = {
+        "PATH": str(venv / "bin"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'parley.db'}",
+        "PARLEY_VAR_DIR": str(tmp_path / "var"),
+        "LOG_LEVEL": "warning",
+    }
+    parley = venv / "bin" / "parley"
+    sh(parley, "migrate", cwd=tmp_path, env=env)
+    url = f"http://127.0.0.1:{free_port()}"
+    with (tmp_path / "server.log").open("wb") as log:
+        server = subprocess.Popen(
+            [parley, "serve", "--bind", url.removeprefix("http://")],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        shell = get_when_up(url + "/", server)
+        assert shell.status_code == 200
+        assert shell.headers["Content-Type"].startswith("text/html")
+        assert '<script type="module" src="/web/app.js"></script>' in shell.text
+        assert "script-src 'self'" in shell.headers["Content-Security-Policy"]
+        script = httpx.get(url + "/web/app.js")
+        assert script.status_code == 200
+        assert "javascript" in script.headers["Content-Type"]
+        assert script.content == (ROOT / "chat" / "web" / "app.js").read_bytes()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def get_when_up(url: str, server: subprocess.Popen[bytes]) -> httpx.Response:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "the installed server exited"
+        try:
+            return httpx.get(url)
+        except httpx.TransportError:
+            time.sleep(0.05)  # not listening yet: the refused connect is the wait
+    raise AssertionError(f"{url} did not answer within 60 s")

@@ -105,3 +105,21 @@ def assert_page_equals_store(url: str, page: Page, conversation: str) -> None:
     ]
     shown = shown_messages(page)
     assert shown == stored, f"the page shows {shown}\nthe API has {stored}"
+
+
+def reply_text(page: Page) -> str:
+    text: str = assistant(page).locator(".text").evaluate("node => node.textContent")
+    return text
+
+
+def wait_for_growth(page: Page, than: int) -> int:
+    """Wait until the streaming reply holds more than `than` characters; its length then."""
+    page.wait_for_function(
+        """than => {
+            const replies = document.querySelectorAll('.message.assistant');
+            const last = replies[replies.length - 1];
+            return last && last.querySelector('.text').textContent.length > than;
+        }""",
+        arg=than,
+    )
+    return len(reply_text(page))

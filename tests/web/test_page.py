@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from tests.server import Server
 from tests.tokens import claims, sign
@@ -26,6 +26,7 @@ from tests.web.pages import (
     sign_in,
     stored_messages,
     token,
+    wait_for_growth,
 )
 
 
@@ -34,24 +35,6 @@ def fixture_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     tmp = tmp_path_factory.mktemp("web")
     with serving(web_env(tmp), tmp) as server:
         yield server
-
-
-def text_length(page: Page) -> int:
-    length: int = assistant(page).locator(".text").evaluate("node => node.textContent.length")
-    return length
-
-
-def wait_for_growth(page: Page, than: int) -> int:
-    """Wait until the streaming reply holds more than `than` characters; its length then."""
-    page.wait_for_function(
-        """than => {
-            const replies = document.querySelectorAll('.message.assistant');
-            const last = replies[replies.length - 1];
-            return last && last.querySelector('.text').textContent.length > than;
-        }""",
-        arg=than,
-    )
-    return text_length(page)
 
 
 def test_a_customer_asks_and_watches_the_reply_stream_in(browser: Browser, server: Server) -> None:
