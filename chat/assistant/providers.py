@@ -53,6 +53,7 @@ async def open_provider(
         KnowledgeBase(load_articles()),
         token_delay_s=settings.assistant_token_delay_ms / 1000,
         article_url=settings.kb_article_url,
+        tools=tools,
     )
 
 
