@@ -1,4 +1,6 @@
-"""When the offline assistant opens a ticket, and what it writes on it (docs/tools.md).
+"""When the offline assistant opens a ticket, and what it writes on it.
+
+Documented in docs/knowledge-base.md ("Opening a ticket").
 
 Rules, on the user's latest message:
 - An explicit request opens one: a verb of opening before "ticket" or "support request"
@@ -47,7 +49,8 @@ _NEGATED = re.compile(
     _FLAGS,
 )
 _ASKING_HOW = re.compile(
-    r"^\W*(?:how|what|where|when|why|which|who|whose|is|are|does|do\s+i|do\s+you)\b|\bhow\s+(?:do|can|to|would)\b",
+    r"^\W*(?:how|what|where|when|why|which|who|whose|is|are|does|do\s+i|do\s+you)\b"
+    r"|\bhow\s+(?:do|can|to|would)\b",
     _FLAGS,
 )
 _EXISTING = re.compile(

@@ -1,4 +1,4 @@
-"""When the offline assistant opens a ticket, and what it writes on it (docs/tools.md)."""
+"""When the offline assistant opens a ticket, and what it writes on it (docs/knowledge-base.md)."""
 
 from __future__ import annotations
 
