@@ -241,3 +241,85 @@ def test_screenshots_of_the_main_screens(browser: Browser, server: Server) -> No
         expect(page.locator("#sidebar")).to_be_visible()
         page.screenshot(path=shots / "conversations-phone-dark.png")
         assert watched.errors == []
+
+
+def test_long_lists_load_as_they_scroll(browser: Browser, server: Server) -> None:
+    with tab(browser) as watched:
+        page = watched.page
+        register(page, server.url, new_email())
+        headers = {"Authorization": f"Bearer {token(page)}"}
+        base = server.url + "/api/v1/chat/conversations"
+        with httpx.Client(headers=headers, timeout=30) as api:
+            ids = [api.post(base, json={"title": f"Order {n}"}).json()["id"] for n in range(25)]
+            long = ids[0]
+            for n in range(30):  # 60 messages; a synchronous POST answers at full speed
+                answer = api.post(f"{base}/{long}/messages", json={"message": f"Question {n}"})
+                assert answer.status_code == 201, answer.text
+        page.reload()
+        connected(page)
+        # Conversations: newest first, the first page, then the rest as the list scrolls.
+        items = page.locator(".conversation-item")
+        expect(items.first.locator(".title")).to_have_text("Order 0")  # its messages are newest
+        expect(items.nth(1).locator(".title")).to_have_text("Order 24")
+        page.locator("#conversations-end").scroll_into_view_if_needed()
+        expect(items).to_have_count(25)
+        # Messages: the last 50, then the older ones when scrolled to the top.
+        items.first.locator("a").click()
+        messages = page.locator(".message")
+        expect(messages).to_have_count(50)
+        expect(messages.first.locator(".text")).to_have_text("Question 5")
+        expect(page.locator("#messages-start")).to_be_hidden()
+        page.locator("#messages").evaluate("box => { box.scrollTop = 0; }")
+        expect(messages).to_have_count(60)
+        expect(messages.first.locator(".text")).to_have_text("Question 0")
+        expect(page.locator("#messages-start")).to_be_visible()
+        assert_page_equals_store(server.url, page, long)
+        assert watched.errors == []
+
+
+def test_low_confidence_tools_tickets_and_unsafe_links_as_the_page_shows_them(
+    browser: Browser, server: Server
+) -> None:
+    with tab(browser) as watched:
+        page = watched.page
+        register(page, server.url, new_email())
+        ask(page, "Where can I find a sock?")  # a weak match (confidence about 0.26)
+        reply = assistant(page)
+        expect(reply).to_have_attribute("data-status", "complete")
+        expect(reply.locator(".confidence")).to_contain_text("Low confidence")
+        # Tool events and ticket references come from the tools (being built); the rendering
+        # is checked on the page's own module with the shapes of docs/api.md.
+        shown = page.evaluate(
+            """async () => {
+                const render = await import('/web/render.js');
+                const item = render.messageElement('m1', 'assistant');
+                document.getElementById('message-list').append(item);
+                render.addTool(item, 'create_ticket');
+                render.toolResult(item, 'create_ticket', false);
+                render.fillMessage(item, {
+                    id: 'm1', role: 'assistant', content: 'Opened <b>T-7</b>',
+                    created_at: '2026-11-26T10:00:00+00:00', status: 'complete',
+                    confidence_score: 0.9, error: null,
+                    entity_references: [{type: 'ticket', id: 't7', label: 'T-7'}],
+                    entity_links: [
+                        {title: 'Bad', url: 'javascript:alert(1)'},
+                        {title: 'Article', url: 'https://help.example.com/articles/x'},
+                    ],
+                });
+                return {
+                    tools: item.querySelector('.tools').textContent,
+                    links: Array.from(item.querySelectorAll('a'), a => a.href),
+                    sources: item.querySelector('.sources').textContent,
+                    text: item.querySelector('.text').textContent,
+                    confidence: item.querySelector('.confidence').hidden,
+                };
+            }"""
+        )
+        assert shown == {
+            "tools": "Used tool create_ticket (it failed)",
+            "links": ["https://help.example.com/articles/x"],
+            "sources": "Sources: BadArticleTicket T-7",
+            "text": "Opened <b>T-7</b>",
+            "confidence": True,
+        }
+        assert watched.errors == []
