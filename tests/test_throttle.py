@@ -33,7 +33,7 @@ async def serving(
 ) -> AsyncIterator[tuple[Client, Services]]:
     """An app on a fresh SQLite database with metrics on and these settings."""
     url = databases.sqlite_copy(sqlite_template, tmp_path)
-    settings = make_settings(tmp_path, url, metrics_enabled="true", **env)
+    settings = make_settings(tmp_path, url, **({"metrics_enabled": "true"} | env))
     async with running_services(settings, provider=provider) as services:
         app = create_app(services)
         async with app.test_app():
