@@ -32,6 +32,7 @@ MAX_SUBJECT = 200
 MAX_DESCRIPTION = 10_000
 MAX_COMMENT = 10_000
 DEFAULT_PRIORITY = "normal"
+MAX_NUMBER = 2**31 - 1
 # "12", "#12", "Ticket #12": how people (and models) quote a ticket's number.
 _NUMBER = re.compile(r"^\s*(?:ticket\s*)?#?\s*(\d{1,9})\s*$", re.IGNORECASE)
 
@@ -133,7 +134,9 @@ async def find_ticket(db: Database, user_id: UUID, reference: Any) -> Ticket:
     """The user's ticket by id or by number ("12", "#12"); `NotFound` for a missing one and,
     alike, for another user's."""
     if isinstance(reference, int) and not isinstance(reference, bool):
-        found = await select_ticket_by_number(db, user_id, reference)
+        # Numbers are 32-bit on both backends: a larger one matches no ticket.
+        in_range = 0 < reference <= MAX_NUMBER
+        found = await select_ticket_by_number(db, user_id, reference) if in_range else None
     elif isinstance(reference, str) and (number := _NUMBER.match(reference)):
         found = await select_ticket_by_number(db, user_id, int(number.group(1)))
     else:

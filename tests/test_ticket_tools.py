@@ -292,6 +292,9 @@ async def test_bad_arguments_are_clear_tool_errors_and_write_nothing(
         result = await call(session, "create_ticket", arguments, token)
         assert result.is_error, arguments
         assert message in text_of(result), (arguments, text_of(result))
+    for huge in (2**31, 10**30, -1, 0):
+        result = await call(session, "get_ticket", {"ticket_id": huge}, token)
+        assert text_of(result).endswith(f"ticket {huge} not found"), text_of(result)
     result = await call(session, "get_ticket", {"ticket_id": "my refund one"}, token)
     assert result.is_error
     assert "ticket_id must be a ticket's id or its number" in text_of(result)

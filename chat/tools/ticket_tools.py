@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 # What `list_tickets` returns at most: the most recently updated ones.
 LIST_LIMIT = 20
+# One tool server per Parley process, and a model calls tools one at a time or few at once:
+# a small pool, beside the app's own.
+POOL_SIZE = 3
 Priority = Literal["low", "normal", "high", "urgent"]
 Status = Literal["open", "pending", "resolved", "closed"]
 TicketReference = Annotated[
@@ -55,7 +58,7 @@ class _Database:
     async def get(self) -> Database:
         async with self._lock:
             if self._db is None:
-                db = create_database(self._url)
+                db = create_database(self._url, pool_size=POOL_SIZE)
                 await db.connect()
                 self._db = db
             return self._db
