@@ -120,7 +120,7 @@ class Settings(BaseModel):
     ws_typing_rate: str = "5/10seconds"
     # Origins (comma-separated) whose pages may call the REST API; empty: no CORS headers.
     cors_origins: str = ""
-    # Rate limits and quotas (chat/limits.py), shared through Redis when `REDIS_URL` is set.
+    # Rate limits and quotas (chat/throttle.py), shared through Redis when `REDIS_URL` is set.
     # Each is one or more windows ("10/minute;100/day"); empty turns that limit off.
     # Sign-in and registration attempts, counted before any password is hashed.
     auth_rate_per_address: str = "300/minute"
