@@ -40,7 +40,7 @@ from redis.exceptions import RedisError
 
 from actors import redis_wire as wire
 from actors.events import Event, Position
-from actors.hub import Hub, Replay
+from actors.hub import USER_TYPES, Hub, Replay
 
 log = logging.getLogger(__name__)
 
@@ -277,14 +277,19 @@ class Bridge:
             for item in batch:
                 groups.setdefault(item.conversation_id, []).append(item)
             pipe = self.redis.pipeline(transaction=False)
-            sent: list[tuple[uuid.UUID, list[Event]]] = []
-            for conversation_id, items in groups.items():
-                sent.append((conversation_id, self._add_to(pipe, conversation_id, items)))
+            keys: list[str] = []
+            args: list[Any] = [self.config.retained, int(self.config.retained_s * 1000)]
+            sent = [
+                (conversation_id, self._add_to(pipe, keys, args, conversation_id, items))
+                for conversation_id, items in groups.items()
+            ]
+            pipe.evalsha(self._sha, len(keys), *keys, *args)
             with anyio.fail_after(self.config.timeout_s):
                 results = await pipe.execute()
-            results = [r for r in results if isinstance(r, list)]  # skip the DELs' answers
+            answers = results[-1]  # after the DELs' answers
             done: set[uuid.UUID] = set()
-            for (conversation_id, events), (ok, epoch, seq) in zip(sent, results, strict=True):
+            for i, (conversation_id, events) in enumerate(sent):
+                ok, epoch, seq = answers[3 * i : 3 * i + 3]
                 self._numbers[conversation_id] = (epoch.decode(), int(seq) + 1)
                 if ok:
                     done.add(conversation_id)
@@ -302,8 +307,16 @@ class Bridge:
             self._diverged.add(item.conversation_id)
         self._publish_locally(batch)
 
-    def _add_to(self, pipe: Any, conversation_id: uuid.UUID, items: list[_Pending]) -> list[Event]:
-        """Queue one conversation's script call on `pipe`; the events it would publish."""
+    def _add_to(
+        self,
+        pipe: Any,
+        keys: list[str],
+        args: list[Any],
+        conversation_id: uuid.UUID,
+        items: list[_Pending],
+    ) -> list[Event]:
+        """Add one conversation's part to the script call (`keys`, `args`); the events it
+        would publish."""
         fresh = secrets.token_hex(4)
         if conversation_id in self._diverged:
             pipe.delete(wire.meta_key(conversation_id))
@@ -322,20 +335,17 @@ class Bridge:
             )
             for i, item in enumerate(items)
         ]
-        pipe.evalsha(
-            self._sha,
-            2,
-            wire.meta_key(conversation_id),
-            wire.stream_key(conversation_id),
+        keys += [wire.meta_key(conversation_id), wire.stream_key(conversation_id)]
+        args += [
             epoch,
             first,
             fresh,
-            self.config.retained,
-            int(self.config.retained_s * 1000),
             wire.conversation_channel(conversation_id),
             wire.user_channel(items[0].user_id),
+            "".join("1" if event.type in USER_TYPES else "0" for event in events),
+            len(events),
             *[wire.encode(event, self.instance) for event in events],
-        )
+        ]
         return events
 
     def _publish_locally(self, items: list[_Pending] | deque[_Pending]) -> None:

@@ -18,35 +18,55 @@ from actors.events import Event
 
 PREFIX = "parley:"
 
-# Number, append and publish a batch of one conversation's events, all or nothing, and only if
-# the numbering is what the publisher expected (compare-and-set): an instance that numbered
-# from a stale view is told the real one and tries again, so ids never repeat or skip.
-# KEYS: meta hash, stream. ARGV: expected epoch, first seq, epoch for a new history, maxlen,
-# ttl ms, conversation channel, user channel, then the payloads.
-# A missing hash is a lost history: a new epoch, and an empty stream.
+# Number, append and publish the batches of several conversations in one call (one round trip,
+# one script run, whatever the number of conversations). For each conversation, all or
+# nothing, and only if its numbering is what the publisher expected (compare-and-set): an
+# instance that numbered from a stale view is told the real one and tries again, so ids never
+# repeat or skip. A missing hash is a lost history: a new epoch, and an empty stream.
+# KEYS: per conversation its meta hash and its stream. ARGV: maxlen, ttl ms, then per
+# conversation: expected epoch, first seq, epoch for a new history, conversation channel, user
+# channel, which events also go to the user channel ("1"/"0" per event), the event count, then
+# the payloads. Returns per conversation: ok (1/0), the epoch, the last seq.
+# (All keys in one call: fine on one Redis server, not on a Redis Cluster.)
 PUBLISH_SCRIPT = """
-local epoch = redis.call('HGET', KEYS[1], 'e')
-local seq = 0
-if not epoch then
-  epoch = ARGV[3]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
-else
-  seq = tonumber(redis.call('HGET', KEYS[1], 's'))
+local out = {}
+local a = 3
+for k = 1, #KEYS, 2 do
+  local meta, stream = KEYS[k], KEYS[k + 1]
+  local expected, first, fresh = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
+  local channel, user, to_user = ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local n = tonumber(ARGV[a + 6])
+  local p0 = a + 7
+  a = p0 + n
+  local epoch = redis.call('HGET', meta, 'e')
+  local seq = 0
+  if not epoch then
+    epoch = fresh
+    redis.call('DEL', stream)
+    redis.call('HSET', meta, 'e', epoch, 's', 0)
+  else
+    seq = tonumber(redis.call('HGET', meta, 's'))
+  end
+  redis.call('PEXPIRE', meta, ARGV[2])
+  local ok = 0
+  if epoch == expected and seq + 1 == first then
+    ok = 1
+    for i = p0, a - 1 do
+      seq = seq + 1
+      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], seq .. '-0', 'e', ARGV[i])
+      redis.call('PUBLISH', channel, ARGV[i])
+      if string.byte(to_user, i - p0 + 1) == 49 then
+        redis.call('PUBLISH', user, ARGV[i])
+      end
+    end
+    redis.call('HSET', meta, 's', seq)
+    redis.call('PEXPIRE', stream, ARGV[2])
+  end
+  out[#out + 1] = ok
+  out[#out + 1] = epoch
+  out[#out + 1] = seq
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-if epoch ~= ARGV[1] or seq + 1 ~= tonumber(ARGV[2]) then
-  return {0, epoch, seq}
-end
-for i = 8, #ARGV do
-  seq = seq + 1
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'e', ARGV[i])
-  redis.call('PUBLISH', ARGV[6], ARGV[i])
-  redis.call('PUBLISH', ARGV[7], ARGV[i])
-end
-redis.call('HSET', KEYS[1], 's', seq)
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-return {1, epoch, seq}
+return out
 """
 
 

@@ -81,10 +81,14 @@ async def test_events_cross_instances_as_the_same_bytes_once_each(
             await follow(b, cid) as on_b,
             b.subscribe_user(USER) as user_on_b,
         ):
-            publish(a, cid, 50)
+            publish(a, cid, 49)
+            a.publish(cid, USER, "conversation_updated", {"conversation": {"id": str(cid)}})
             got_a, got_b = await receive(on_a, 50), await receive(on_b, 50)
-            got_user = await receive(user_on_b, 50)
-            assert [e.sse for e in got_a] == [e.sse for e in got_b] == [e.sse for e in got_user]
+            assert [e.sse for e in got_a] == [e.sse for e in got_b]
+            # A user's subscribers get the list's changes, not the replies' own events.
+            (got_user,) = await receive(user_on_b, 1)
+            assert got_user.sse == got_b[-1].sse and got_user.type == "conversation_updated"
+            assert user_on_b.queued(10) == []
             assert [e.seq for e in got_b] == list(range(1, 51))
             assert [e.data for e in got_a] == [e.data for e in got_b]
             # Nothing more: A did not deliver its own events a second time from Redis.

@@ -125,15 +125,20 @@ async def test_retained_bytes_stay_under_the_budget() -> None:
     assert new.epoch != old.epoch and new.seq == 1
 
 
-async def test_user_subscribers_see_all_their_conversations() -> None:
+async def test_user_subscribers_see_all_their_conversations_changes_not_their_tokens() -> None:
     hub = Hub()
     mine = hub.subscribe_user(USER)
     other = hub.subscribe_user(uuid.uuid4())
     one, two = uuid.uuid4(), uuid.uuid4()
     publish(hub, one, 1)
-    publish(hub, two, 1)
+    hub.publish(one, USER, "message", {"message": {"id": "m1"}})
+    hub.publish(two, USER, "conversation_updated", {"conversation": {"id": str(two)}})
     got = [await mine.receive(), await mine.receive()]
-    assert [e.conversation_id for e in got if e] == [one, two]
+    assert [(e.conversation_id, e.type) for e in got if e] == [
+        (one, "message"),
+        (two, "conversation_updated"),
+    ]
+    assert mine.queued(10) == []
     hub.close()
     assert await other.receive() is None
     mine.close()
