@@ -3,8 +3,9 @@ route-8 consumers on B, beside single-instance figures of the same run.
 
     .venv/bin/python bench/cluster.py --streams 100 500 --tokens 100 --rate 20
 
-Per N it runs three shapes, each on fresh conversations: `off` (one instance without
-REDIS_URL), `local` (bridge on, message and stream both on A) and `cross` (bridge on,
+Per N it runs four shapes, each on fresh conversations: `floor` (`bench/floor_server.py`, the
+smallest Quart route streaming the same events: no actor, no database), `off` (one instance
+without REDIS_URL), `local` (bridge on, message and stream both on A) and `cross` (bridge on,
 message posted to A, stream read from B). The servers are `bench/bench_server.py`
 (PostgreSQL, paced provider); Redis is a private `redis-server` on a free port.
 """
@@ -20,13 +21,22 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cluster_client import Job, run_shares, split
-from rest import free_port, migrate, register_and_login, show_log
+from rest import (
+    free_port,
+    hypercorn_config,
+    migrate,
+    register_and_login,
+    show_log,
+    stop,
+    wait_healthy,
+)
 from stream_helpers import NS, percentile, process_cpu_s
 from stream_server import (
     Context,
@@ -38,6 +48,7 @@ from stream_server import (
 )
 
 REDIS_START_S = 10.0
+BENCH = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,23 @@ def private_redis(directory: Path) -> Iterator[tuple[str, int, int]]:
     finally:
         proc.kill()
         proc.wait()
+
+
+@contextmanager
+def running_floor_server(tmp: Path, args: argparse.Namespace) -> Iterator[tuple[str, int]]:
+    """`bench/floor_server.py` on a free port: (base URL, pid); stopped on exit."""
+    port = free_port()
+    cmd = [sys.executable, str(BENCH / "floor_server.py"), "--bind", f"127.0.0.1:{port}"]
+    cmd += ["--config", str(hypercorn_config(tmp))]
+    cmd += ["--tokens", str(args.tokens), "--rate", str(args.rate)]
+    with (tmp / "floor.log").open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=BENCH, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        wait_healthy(base_url, proc)
+        yield base_url, proc.pid
+    finally:
+        stop(proc)
 
 
 def redis_publish_latency(port: int, requests: int) -> list[str]:
@@ -132,9 +160,11 @@ def measure(
     pids: dict[str, int],
     streams: int,
     args: argparse.Namespace,
+    ids: list[str] | None = None,
 ) -> Run:
-    """N new conversations; N route-8 streams on `consumer_url`; one message each to ctx."""
-    ids = create_conversations(ctx, streams)
+    """N new conversations (or `ids`); N route-8 streams on `consumer_url`; one message each
+    to ctx."""
+    ids = ids or create_conversations(ctx, streams)
     workers = args.workers or (1 if streams < 500 else 2)
     job = Job(
         consumer_url=consumer_url,
@@ -187,6 +217,11 @@ def measure(
 
 def cluster_runs(args: argparse.Namespace, tmp: Path) -> tuple[list[Run], list[str]]:
     runs: list[Run] = []
+    with running_floor_server(tmp, args) as (url, pid):
+        ctx = Context(url, "floor", pid, "")
+        for n in args.streams:
+            ids = [str(uuid.uuid4()) for _ in range(n)]
+            runs.append(measure("floor", ctx, url, {"A": pid}, n, args, ids))
     with bench_database(args, tmp / "var") as database_url, ExitStack() as stack:
         base_env = bench_env(tmp / "var", {}, database_url)
         migrate(base_env)
@@ -250,6 +285,11 @@ def report(runs: list[Run], publish: list[str], args: argparse.Namespace) -> str
     by = {(r.shape, r.streams): r for r in runs}
     for n in args.streams:
         off, local, cross = by[("off", n)], by[("local", n)], by[("cross", n)]
+        floor = by[("floor", n)]
+        lines.append(
+            f"N={n}: CPU/token as multiples of the floor: off {ratio(off, floor)}, "
+            f"local {ratio(local, floor)}, cross {ratio(cross, floor)}"
+        )
         lines.append(
             f"N={n}: cross p99 − local p99 = {cross.p99_ms - local.p99_ms:+.1f} ms, "
             f"− off p99 = {cross.p99_ms - off.p99_ms:+.1f} ms; CPU/token cross ÷ off = "
