@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, Request, WebSocket, expect
 
 from tests.server import Server, free_port, parley, running_server
-from tests.web.conftest import serving, tab, web_env
+from tests.web.conftest import tab, web_env
 from tests.web.pages import (
     QUESTION,
     ask,
@@ -31,11 +33,39 @@ PACE = {"assistant_token_delay_ms": "40"}
 POSITION = re.compile(r"^[0-9a-f]+:[0-9]+$")
 
 
-@pytest.fixture(name="server", scope="module")
-def fixture_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@dataclass
+class Site:
+    """A server that can be stopped and started again on the same port and database."""
+
+    env: dict[str, str]
+    tmp: Path
+    stack: ExitStack
+    port: int = field(default_factory=free_port)
+    servers: list[Server] = field(default_factory=list)
+
+    @property
+    def server(self) -> Server:
+        return self.servers[-1]
+
+    def start(self) -> Server:
+        log = self.tmp / f"server-{len(self.servers)}.log"
+        self.servers.append(self.stack.enter_context(running_server(self.env, log, self.port)))
+        return self.server
+
+
+@pytest.fixture(name="site", scope="module")
+def fixture_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("web")
-    with serving(web_env(tmp, **PACE), tmp) as server:
-        yield server
+    # No grace: a stop cuts a running reply, which is stored as it is (partial).
+    env = web_env(tmp, shutdown_grace_s="0", **PACE)
+    parley("migrate", env=env)
+    with ExitStack() as stack:
+        site = Site(env, tmp, stack)
+        site.start()
+        yield site
+        assert site.server.stop() == 0
+    for server in site.servers:
+        assert "Traceback" not in server.log_text()
 
 
 def streaming_text_longer_than(page: Page, length: int) -> str:
@@ -55,10 +85,9 @@ def streaming_text_longer_than(page: Page, length: int) -> str:
 
 
 def test_a_cut_connection_resumes_from_the_last_event_without_losing_or_doubling_text(
-    browser: Browser, server: Server
+    browser: Browser, site: Site
 ) -> None:
-    port = int(server.url.rsplit(":", 1)[1])
-    with CuttableProxy(port) as proxy, tab(browser) as watched:
+    with CuttableProxy(site.port) as proxy, tab(browser) as watched:
         page = watched.page
         sent: list[dict[str, object]] = []
 
@@ -95,35 +124,27 @@ def test_a_cut_connection_resumes_from_the_last_event_without_losing_or_doubling
 
 
 def test_a_server_restart_mid_reply_ends_with_the_stored_reply(
-    browser: Browser, tmp_path: Path
+    browser: Browser, site: Site
 ) -> None:
-    # No grace: the stop cuts the reply, which is stored as it is (partial).
-    env = web_env(tmp_path, shutdown_grace_s="0", **PACE)
-    parley("migrate", env=env)
-    port = free_port()
     with tab(browser) as watched:
         page = watched.page
-        with running_server(env, tmp_path / "first.log", port=port) as first:
-            register(page, first.url, new_email())
-            ask(page, QUESTION)
-            conversation = conversation_id(page)
-            wait_for_growth(page, 20)
-            assert first.stop() == 0
+        register(page, site.server.url, new_email())
+        ask(page, QUESTION)
+        conversation = conversation_id(page)
+        wait_for_growth(page, 20)
+        assert site.server.stop() == 0
         expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
-        with running_server(env, tmp_path / "second.log", port=port) as second:
-            expect(page.locator("#connection")).to_have_attribute("data-state", "open")
-            reply = assistant(page)
-            expect(reply).not_to_have_attribute("data-status", "streaming")
-            # The new server's events start a new epoch: the page was told to reload (reset).
-            assert_page_equals_store(second.url, page, conversation)
-            [_, stored] = stored_messages(second.url, page, conversation)
-            assert stored["status"] != "complete" and stored["content"]
-            expect(page.locator(".message")).to_have_count(2)
-            # And it goes on working.
-            ask(page, "How do I track my order?")
-            expect(page.locator(".message")).to_have_count(4)
-            expect(assistant(page)).to_have_attribute("data-status", "complete")
-            assert_page_equals_store(second.url, page, conversation)
-            assert second.stop() == 0
-    assert "Traceback" not in (tmp_path / "first.log").read_text()
-    assert "Traceback" not in (tmp_path / "second.log").read_text()
+        url = site.start().url
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+        reply = assistant(page)
+        expect(reply).not_to_have_attribute("data-status", "streaming")
+        # The new server's events start a new epoch: the page was told to reload (reset).
+        assert_page_equals_store(url, page, conversation)
+        [_, stored] = stored_messages(url, page, conversation)
+        assert stored["status"] != "complete" and stored["content"]
+        expect(page.locator(".message")).to_have_count(2)
+        # And it goes on working.
+        ask(page, "How do I track my order?")
+        expect(page.locator(".message")).to_have_count(4)
+        expect(assistant(page)).to_have_attribute("data-status", "complete")
+        assert_page_equals_store(url, page, conversation)
