@@ -29,6 +29,9 @@ log = logging.getLogger("parley.access")
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 HEADER = b"x-request-id"
 UNMATCHED = "<unmatched>"
+# A client may send any token as its method: anything else is one label value, so that no
+# client can make new series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 Scope = dict[str, Any]
 Message = dict[str, Any]
 
@@ -66,7 +69,9 @@ class Access:
         started = time.perf_counter()
         status = 0
         metrics = self.metrics
-        method = scope.get("method", "WS") if kind == "http" else "WS"
+        method = scope.get("method", "") if kind == "http" else "WS"
+        if kind == "http" and method not in METHODS:
+            method = "OTHER"
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
