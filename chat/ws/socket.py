@@ -81,6 +81,7 @@ class ChatSocket:
             self._outbox.send_nowait(frame)
         except anyio.WouldBlock:
             log.warning("socket %s of user %s is too slow; closing it", self.id, self.user.id)
+            self.hub.observer.subscriber_cut_off("socket_too_slow")
             self.close(POLICY, "too slow", flush=False)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
