@@ -27,6 +27,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import httpx
 from cluster_client import Job, run_shares, split
 from rest import (
     free_port,
@@ -110,6 +111,22 @@ def running_floor_server(tmp: Path, args: argparse.Namespace) -> Iterator[tuple[
         yield base_url, proc.pid
     finally:
         stop(proc)
+
+
+def worker_pids(url: str, parent: int, count: int) -> dict[str, int]:
+    """The pids of `parent`'s `count` workers, once each has answered /readyz on a connection
+    of its own (which worker takes a connection is the kernel's choice)."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + 60
+    while len(seen) < count and time.monotonic() < deadline:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            seen.add(int(client.get("/readyz").json()["pid"]))
+    if len(seen) < count:
+        raise RuntimeError(f"only {len(seen)} of {count} workers answered")
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    assert seen <= {int(c) for c in children}, (seen, children)
+    # Named as the two instances of the other shapes, so the report's columns fit.
+    return dict(zip(("A", "B", "C", "D"), sorted(seen), strict=False))
 
 
 def redis_publish_latency(port: int, requests: int) -> list[str]:
@@ -250,7 +267,31 @@ def cluster_runs(args: argparse.Namespace, tmp: Path) -> tuple[list[Run], list[s
             for path in logs:
                 show_log(path, everything=True)
             raise
+        if args.server_workers > 1:
+            runs += workers_runs(args, tmp, env, token, database_url, redis_pid)
     return runs, publish
+
+
+def workers_runs(
+    args: argparse.Namespace,
+    tmp: Path,
+    env: dict[str, str],
+    token: str,
+    database_url: str,
+    redis_pid: int,
+) -> list[Run]:
+    """`bench_server.py --workers W` on one port (the bridge between its workers): streams and
+    posts both on that port, so the kernel deals each to either worker."""
+    log = tmp / "workers.log"
+    name = f"workers{args.server_workers}"
+    try:
+        with running_bench_server(env, tmp, args, log, args.server_workers) as (url, parent):
+            pids = worker_pids(url, parent, args.server_workers) | {"redis": redis_pid}
+            ctx = Context(url, token, parent, database_url)
+            return [measure(name, ctx, url, pids, n, args) for n in args.workers_streams]
+    except BaseException:
+        show_log(log, everything=True)
+        raise
 
 
 def ratio(run: Run, base: Run) -> str:
@@ -308,6 +349,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=1.0, help="seconds between the two")
     parser.add_argument("--workers", type=int, default=0, help="client processes (0: auto)")
     parser.add_argument("--redis-requests", type=int, default=100_000)
+    parser.add_argument(
+        "--server-workers", type=int, default=0, help="also run bench_server --workers W"
+    )
+    parser.add_argument("--workers-streams", type=int, nargs="+", default=[1000])
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--admin-db", default="test")

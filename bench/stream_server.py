@@ -76,13 +76,13 @@ def bench_env(var_dir: Path, extra: dict[str, str], database_url: str = "") -> d
 
 @contextmanager
 def running_bench_server(
-    env: dict[str, str], tmp: Path, args: argparse.Namespace, log: Path
+    env: dict[str, str], tmp: Path, args: argparse.Namespace, log: Path, workers: int = 1
 ) -> Iterator[tuple[str, int]]:
     """Start `bench/bench_server.py`, wait for /healthz; yield (base URL, pid); stop on exit."""
     port = free_port()
     cmd = [sys.executable, str(BENCH / "bench_server.py"), "--bind", f"127.0.0.1:{port}"]
     cmd += ["--config", str(hypercorn_config(tmp))]
-    cmd += ["--tokens", str(args.tokens), "--rate", str(args.rate)]
+    cmd += ["--tokens", str(args.tokens), "--rate", str(args.rate), "--workers", str(workers)]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -18,13 +18,19 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from hypercorn.config import Config, Sockets
 
+from actors.provider import Provider
 from chat.settings import Settings
+
+# Makes each worker's model provider in the worker (a picklable callable: the benchmarks' paced
+# one); `None`, the configured provider.
+ProviderFactory = Callable[[], Provider] | None
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +50,9 @@ def worker_settings(settings: Settings, index: int) -> Settings:
     return settings.model_copy(update={"metrics_bind": f"{host}:{int(port) + index}"})
 
 
-def run_worker(settings: Settings, config: Config, sockets: Sockets) -> None:
+def run_worker(
+    settings: Settings, config: Config, sockets: Sockets, make_provider: ProviderFactory = None
+) -> None:
     """One child: an instance serving on the parent's sockets until SIGTERM (spawn target)."""
     import anyio
 
@@ -56,7 +64,8 @@ def run_worker(settings: Settings, config: Config, sockets: Sockets) -> None:
     os.setpgrp()
     configure_logging(settings.log_level, settings.log_format)
     threading.Thread(target=_stop_when_orphaned, daemon=True, name="parent-watch").start()
-    anyio.run(serve, settings, config, None, sockets, backend_options={"use_uvloop": True})
+    provider = make_provider() if make_provider is not None else None
+    anyio.run(serve, settings, config, provider, sockets, backend_options={"use_uvloop": True})
 
 
 def _stop_when_orphaned() -> None:
@@ -71,7 +80,15 @@ def _stop_when_orphaned() -> None:
 class Workers:
     """The parent's side: start, watch and stop the children."""
 
-    def __init__(self, settings: Settings, config: Config, sockets: Sockets, count: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: Config,
+        sockets: Sockets,
+        count: int,
+        make_provider: ProviderFactory = None,
+    ) -> None:
+        self.make_provider = make_provider
         self.settings = settings
         self.config = config
         self.sockets = sockets
@@ -104,7 +121,12 @@ class Workers:
                 break
             child = context.Process(
                 target=run_worker,
-                args=(worker_settings(self.settings, index), self.config, self.sockets),
+                args=(
+                    worker_settings(self.settings, index),
+                    self.config,
+                    self.sockets,
+                    self.make_provider,
+                ),
                 name="parley-worker",
             )
             child.start()
@@ -169,10 +191,16 @@ def _ending(process: BaseProcess) -> str:
     return f"exited with code {code}" if code else "exited without being asked to"
 
 
-def serve_workers(settings: Settings, config: Config, sockets: Sockets, count: int) -> int:
+def serve_workers(
+    settings: Settings,
+    config: Config,
+    sockets: Sockets,
+    count: int,
+    make_provider: ProviderFactory = None,
+) -> int:
     """Run `count` worker processes on `sockets` until they stop; the group's exit code."""
     try:
-        return Workers(settings, config, sockets, count).run()
+        return Workers(settings, config, sockets, count, make_provider).run()
     finally:
         for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
             sock.close()
