@@ -88,6 +88,7 @@ async def post_message(job: Job, conversation_id: str) -> None:
         path = f"{CONVERSATIONS}/{conversation_id}/messages"
         body = json.dumps({"message": "bench"}).encode()
         writer.write(request_bytes(conn, "POST", job.producer_url, path, job.token, body))
+        status, answer = 0, b""
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
@@ -95,10 +96,16 @@ async def post_message(job: Job, conversation_id: str) -> None:
                 conn.receive_data(data)
                 continue
             if isinstance(event, h11.Response):
-                if event.status_code != 202:
-                    raise RuntimeError(f"POST answered {event.status_code}")
-                return
-            if isinstance(event, h11.ConnectionClosed):
+                if event.status_code == 202:
+                    return
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                answer += bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                # The error body says which refusal it was (the `code` and `detail`).
+                said = answer[:200].decode(errors="replace")
+                raise RuntimeError(f"POST answered {status}: {said}")
+            elif isinstance(event, h11.ConnectionClosed):
                 raise RuntimeError("POST: connection closed")
     finally:
         writer.close()
