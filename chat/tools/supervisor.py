@@ -42,6 +42,7 @@ class Unavailable(Exception):
 class Timing:
     start_s: float = 15.0  # spawn + initialize + first tools/list
     health_s: float = 30.0  # a ping when the session has been quiet this long
+    ping_s: float = 10.0  # ... which must be answered within this
     backoff_max_s: float = 30.0
 
 
@@ -198,7 +199,7 @@ class Supervisor:
                 self._notify()
             if quiet.cancelled_caught:
                 try:
-                    with anyio.fail_after(self.timing.start_s):
+                    with anyio.fail_after(self.timing.ping_s):
                         await session.send_ping()
                 except (TimeoutError, MCPError) as error:
                     return f"its health check failed: {describe_error(error)}"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from pathlib import Path
 
 import anyio
 import pytest
 
-from tests.tools.conftest import MARKER, Running
+from chat.tools.config import configured_servers
+from chat.tools.service import ToolService
+from chat.tools.supervisor import Timing
+from tests.tools.conftest import MARKER, TIMING, Running, tool_settings
 from tests.tools.processes import pids_with_env, wait_until, wait_until_gone
 
 pytestmark = pytest.mark.anyio
@@ -159,3 +164,31 @@ async def test_cancelling_a_caller_mid_call_keeps_the_server_and_the_service(
     after = await running.call("stub__echo", text="next")
     assert after.ok
     assert int(after.data["pid"]) == pid
+
+
+async def test_a_frozen_server_fails_its_health_check_and_is_replaced(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    settings, marker = tool_settings(tmp_path, sqlite_template)
+    [stub] = [s for s in configured_servers(settings) if s.name == "stub"]
+    # Pinged after 0.3 s of quiet, and given 2 s to answer.
+    timing = Timing(start_s=TIMING.start_s, health_s=0.3, ping_s=2.0, backoff_max_s=0.5)
+    service = ToolService([stub], tools_secret="unused", call_timeout_s=10, timing=timing)
+    running = Running(service, settings, marker, tmp_path / "hanging")
+    async with anyio.create_task_group() as tg:
+        await tg.start(service.run)
+        pid = int((await running.call("stub__echo", text="one")).data["pid"])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await wait_until(lambda: state(running, "stub")[2] == 1)
+            assert "health check failed" in (state(running, "stub")[1] or "")
+            await wait_until_gone({pid})
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        after = await running.call("stub__echo", text="two")
+        assert after.ok, after.text
+        assert int(after.data["pid"]) != pid
+        await service.close()
+        tg.cancel_scope.cancel()
+    assert pids_with_env(MARKER, marker) == set()
