@@ -103,7 +103,7 @@ class Supervisor:
 
     def end_session(self, generation: int, reason: str) -> None:
         """Restart the server unless that session was already replaced (a call failed on it)."""
-        if generation == self.generation and self._end_reason is None:
+        if self.state == "ready" and generation == self.generation and self._end_reason is None:
             self._end_reason = reason
             self._wake.set()
 
@@ -157,6 +157,8 @@ class Supervisor:
                         await session.initialize()
                         self.tools = await self._list_tools(session)
                     ready_at = anyio.current_time()
+                    # A late failure of a call on the previous session must not end this one.
+                    self._end_reason = None
                     self._session = session
                     self.generation += 1
                     self.last_error = None
@@ -173,6 +175,7 @@ class Supervisor:
         finally:
             self._session = None
         self.last_error = reason
+        self.tools = []
         self._start_failed = ready_at is None
         self.restarts += 1
         self._set_state("failed")
@@ -194,8 +197,11 @@ class Supervisor:
                 return self._end_reason
             if self._stale:
                 self._stale = False
-                with anyio.fail_after(self.timing.start_s):
-                    self.tools = await self._list_tools(session)
+                try:
+                    with anyio.fail_after(self.timing.ping_s):
+                        self.tools = await self._list_tools(session)
+                except (TimeoutError, MCPError) as error:
+                    return f"listing its changed tools failed: {describe_error(error)}"
                 self._notify()
             if quiet.cancelled_caught:
                 try:
