@@ -5,7 +5,8 @@ rounds, each a list of `[name, arguments]` calls, makes the model ask for those 
 round per completion (while the request offers tools); `loop` asks for a knowledge-base
 search in every round it can. After the calls (or when no tools are offered) it answers with
 a text that quotes each tool result: `Ticket #N is open.`, `A tool failed: …` or `Found: …`.
-Text and tool calls are streamed the way OpenAI does: the arguments in pieces, by index.
+Text and tool calls are streamed the way OpenAI does: the arguments in pieces, by index
+(several calls of one round interleaved).
 """
 
 from __future__ import annotations
@@ -83,12 +84,16 @@ async def _answer(body: dict[str, Any]) -> AsyncIterator[bytes]:
     yield _chunk({"role": "assistant", "content": ""})
     if calls:
         yield _chunk({"content": "Let me check. "})
-        for index, (name, arguments) in enumerate(calls):
-            text = json.dumps(arguments)
+        # Several calls interleave: every head first, then each one's first half of the
+        # arguments, then the second halves, so only their `index` puts them back together.
+        texts = [json.dumps(arguments) for _, arguments in calls]
+        for index, (name, _) in enumerate(calls):
             head = {"index": index, "id": f"call_{rounds_done}_{index}", "type": "function"}
             yield _chunk({"tool_calls": [head | {"function": {"name": name, "arguments": ""}}]})
-            half = len(text) // 2
-            for piece in (text[:half], text[half:]):
+        for part in (0, 1):
+            for index, text in enumerate(texts):
+                half = len(text) // 2
+                piece = text[:half] if part == 0 else text[half:]
                 yield _chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
         yield _chunk({}, "tool_calls")
     else:
