@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 from actors.provider import Turn
 
-# How the local provider's answers offer a ticket (chat/assistant/local.py).
-OFFER_MARK = "open a support ticket"
+# How the local provider's answers offer a ticket (chat/assistant/local.py). Its apologies for
+# a ticket it could not open do not say it, so a "yes" to an apology opens nothing.
+OFFER_MARK = 'Just say "open a ticket"'
 MAX_SUBJECT = 80
 MAX_DESCRIPTION = 10_000
 MAX_YES_WORDS = 8

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from actors.provider import Turn
-from chat.assistant.local import NOTHING_FOUND, TICKET_OFFER
+from chat.assistant.local import NO_TICKET_TOOLS, NOTHING_FOUND, TICKET_FAILED, TICKET_OFFER
 from chat.assistant.ticket_intent import (
     DEFAULT_SUBJECT,
     accepts_offer,
@@ -83,6 +83,8 @@ def test_a_short_yes_accepts_the_offer(offer: str) -> None:
 def test_a_yes_without_an_offer_is_no_request() -> None:
     assert not accepts_offer("yes please", "Here is how to reset your password.")
     assert not accepts_offer("yes please", None)
+    for apology in (NO_TICKET_TOOLS, TICKET_FAILED):
+        assert not accepts_offer("yes", apology)
     history = (Turn("user", "hi"), Turn("assistant", "Hello!"), Turn("user", "yes please"))
     assert ticket_request(history) is None
 
