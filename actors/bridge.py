@@ -1,17 +1,17 @@
 """The Redis bridge: shares each conversation's events, numbering and history between instances.
 
 Publishing: `Hub.publish` hands the event to `submit` without waiting; one publisher task per
-process sends what is queued in one pipelined round trip (a script per conversation that
-numbers, appends to the conversation's Stream and publishes to its channel and its owner's
-user channel, all or nothing) and then delivers to this process's subscribers. Numbering is a
+process sends what is queued in one round trip: one script call that, for each conversation in
+it, numbers the events, appends them to the conversation's Stream and publishes them to its
+channel (and, for what a user's subscribers use, its owner's user channel), all or nothing per
+conversation; then it delivers them to this process's subscribers. Numbering is a
 compare-and-set on the conversation's hash in Redis, so ids never repeat or skip even when
 another instance published meanwhile. The lease (actors/lease.py) makes one publisher per
 conversation at a time the rule; the compare-and-set keeps ids right when it is broken.
 
-Receiving: one supervised task per process holds the pub/sub connection, subscribed to exactly
-the channels this process's subscribers need, plus the instance's own. It pings when quiet and
-rebuilds the connection (with backoff) when a read fails or a PING goes unanswered: redis-py's
-asyncio PubSub neither reconnects nor notices a half-open socket by itself.
+Receiving: the pub/sub connection (actors/redis_listener.py) is subscribed to exactly the
+channels this process's subscribers need, plus the instance's own; events arrive in
+`_receive`, which drops this instance's own by their origin before decoding anything.
 
 Redis away: `up` is false, and the hub numbers, retains and delivers locally, in a local epoch;
 a conversation numbered locally gets a new epoch in Redis when it returns, so that no client
@@ -33,7 +33,6 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -41,6 +40,7 @@ from redis.exceptions import RedisError
 from actors import redis_wire as wire
 from actors.events import Event, Position
 from actors.hub import USER_TYPES, Hub, Replay
+from actors.redis_listener import Listener
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ BATCH = 512
 # Compare-and-set rounds before a batch is published locally instead (another publisher keeps
 # moving the numbering: only possible without the lease).
 ROUNDS = 3
-FIRST_BACKOFF_S = 0.05
 FAILURES = (RedisError, OSError, TimeoutError)
 
 
@@ -82,10 +81,6 @@ class _Pending:
     payload: dict[str, Any]
 
 
-class _Broken(Exception):
-    """The bridge's connection must be rebuilt."""
-
-
 class Bridge:
     """Relays a hub's events through Redis; see the module docstring. Run it with `run`."""
 
@@ -112,15 +107,21 @@ class Bridge:
         self._diverged: set[uuid.UUID] = set()
         # Per watched conversation, the last event delivered here (to find gaps).
         self._heads: dict[uuid.UUID, Position] = {}
-        self._wanted: set[bytes] = {wire.instance_channel(self.instance)}
-        self._sent: set[bytes] = set()
-        self._confirmed: set[bytes] = set()
-        self._confirm_waiters: dict[bytes, anyio.Event] = {}
-        self._changed = anyio.Event()
-        self._broken = anyio.Event()
         self._sha = hashlib.sha1(wire.PUBLISH_SCRIPT.encode()).hexdigest()
         # Messages on the instance's own channel (forwarded commands: actors/forwarding.py).
         self.direct: Callable[[bytes], None] | None = None
+        self.listener = Listener(
+            redis,
+            wire.instance_channel(self.instance),
+            timeout_s=config.timeout_s,
+            ping_s=config.ping_s,
+            reconnect_max_s=config.reconnect_max_s,
+            on_connect=self._on_connect,
+            on_up=self._on_up,
+            on_down=self._fail,
+            on_event=self._receive,
+            on_direct=self._direct,
+        )
         hub.relay = self
 
     @property
@@ -157,13 +158,9 @@ class Bridge:
     def watch(self, topic: uuid.UUID, user: bool, on: bool) -> None:
         """Subscribe to (or leave) a topic's channel, on the supervised connection."""
         channel = wire.user_channel(topic) if user else wire.conversation_channel(topic)
-        if on:
-            self._wanted.add(channel)
-        else:
-            self._wanted.discard(channel)
-            if not user:
-                self._heads.pop(topic, None)
-        self._changed.set()
+        self.listener.want(channel, on)
+        if not on and not user:
+            self._heads.pop(topic, None)
 
     async def replay(self, conversation_id: uuid.UUID, since: Position | None) -> Replay:
         """Wait until the conversation's channel is subscribed, then read what followed `since`
@@ -171,9 +168,8 @@ class Bridge:
         channel = wire.conversation_channel(conversation_id)
         try:
             with anyio.fail_after(self.config.timeout_s):
-                if self.up and channel not in self._confirmed:
-                    waiter = self._confirm_waiters.setdefault(channel, anyio.Event())
-                    await waiter.wait()
+                if self.up:
+                    await self.listener.subscribed(channel)
                 if not self.up:
                     return None
                 if since is None:
@@ -206,7 +202,7 @@ class Bridge:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._publish_loop)
-                tg.start_soon(self._supervise, first)
+                tg.start_soon(self.listener.run, first)
                 with anyio.move_on_after(2 * self.config.timeout_s):
                     await first.wait()
                 task_status.started()
@@ -362,7 +358,7 @@ class Bridge:
             log.warning("Redis unavailable (%s): serving this instance's clients alone", reason)
         self.up = False
         self._numbers.clear()
-        self._broken.set()
+        self.listener.rebuild()
 
     # Receiving.
 
@@ -381,6 +377,23 @@ class Bridge:
         if event.conversation_id in self._heads or self.hub.watched(event.conversation_id):
             self._heads[event.conversation_id] = Position(event.epoch, event.seq)
 
+    async def _on_connect(self) -> None:
+        # Pooled connections from before a failure may be dead (a restarted Redis): drop them,
+        # or the publisher's next call fails on one (no retries, by design).
+        await self.redis.connection_pool.disconnect()
+        await self.redis.script_load(wire.PUBLISH_SCRIPT)
+
+    def _on_up(self) -> None:
+        self.up = True
+        for waiter in self._up_waiters:
+            waiter.set()
+        self._up_waiters.clear()
+        log.info("Redis bridge connected as instance %s", self.instance)
+
+    def _direct(self, payload: bytes) -> None:
+        if self.direct is not None:
+            self.direct(payload)
+
     def _receive(self, channel: bytes, payload: bytes) -> None:
         if payload.startswith(self._origin):
             return  # delivered here when it was published
@@ -390,114 +403,3 @@ class Bridge:
                 self.hub.deliver(event, user=False)
         else:
             self.hub.deliver(event, conversation=False)
-
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind, channel = message["type"], message["channel"]
-        if kind == "message":
-            if channel == wire.instance_channel(self.instance):
-                if self.direct is not None:
-                    self.direct(message["data"])
-                return
-            self._receive(channel, message["data"])
-        elif kind == "subscribe":
-            self._confirmed.add(channel)
-            waiter = self._confirm_waiters.pop(channel, None)
-            if waiter is not None:
-                waiter.set()
-        elif kind == "unsubscribe":
-            self._confirmed.discard(channel)
-
-    async def _supervise(self, first: anyio.Event) -> None:
-        backoff = FIRST_BACKOFF_S
-        while True:
-            try:
-                await self._session(first)
-            except Exception as error:  # any failure of the connection: rebuild it
-                while isinstance(error, ExceptionGroup):
-                    error = error.exceptions[0]
-                reason = f"{type(error).__name__}: {error}"
-                if self.up:
-                    log.warning("Redis connection lost (%s): reconnecting", reason)
-                else:
-                    log.debug("Redis still unavailable (%s)", reason)
-            if self.up:
-                backoff = FIRST_BACKOFF_S
-            self._fail("connection lost")
-            first.set()
-            await anyio.sleep(backoff)
-            backoff = min(backoff * 2, self.config.reconnect_max_s)
-
-    async def _session(self, first: anyio.Event) -> None:
-        """One connection's life: subscribe to what is wanted, then read until it fails."""
-        self._broken = anyio.Event()
-        self._sent.clear()
-        self._confirmed.clear()
-        pubsub = self.redis.pubsub()
-        try:
-            with anyio.fail_after(self.config.timeout_s):
-                # Pooled connections from before a failure may be dead (a restarted Redis):
-                # drop them, or the publisher's next call fails on one (no retries, by design).
-                await self.redis.connection_pool.disconnect()
-                await self.redis.script_load(wire.PUBLISH_SCRIPT)
-                self._sent = set(self._wanted)
-                await pubsub.subscribe(*self._sent)
-                while not self._sent <= self._confirmed:
-                    message = await pubsub.get_message(timeout=self.config.timeout_s)
-                    if message is not None:
-                        self._handle(message)
-            self.up = True
-            first.set()
-            for waiter in self._up_waiters:
-                waiter.set()
-            self._up_waiters.clear()
-            log.info("Redis bridge connected as instance %s", self.instance)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._sync_channels, pubsub)
-                tg.start_soon(self._watch_broken)
-                await self._read(pubsub)
-        finally:
-            with anyio.move_on_after(self.config.timeout_s, shield=True):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    async def _watch_broken(self) -> None:
-        await self._broken.wait()
-        raise _Broken("the publisher lost Redis")
-
-    async def _read(self, pubsub: PubSub) -> None:
-        pinged = False
-        own = wire.instance_channel(self.instance)
-        while True:
-            quiet = self.config.timeout_s if pinged else self.config.ping_s
-            with anyio.fail_after(quiet + self.config.timeout_s):
-                response = await pubsub.parse_response(block=False, timeout=quiet)
-            if response is not None:
-                pinged = False
-                # Events are most of what arrives: taken as the parser gives them, without
-                # redis-py's per-message dict (measured: about 25 µs of 40 per message).
-                if response[0] == b"message" and response[1] != own:
-                    self._receive(response[1], response[2])
-                    continue
-                message = await pubsub.handle_message(response)  # type: ignore[no-untyped-call]
-                if message is not None:
-                    self._handle(message)
-                continue
-            if pinged:
-                raise _Broken("no answer to PING")
-            # Quiet: a half-open socket would never say so, so ask.
-            with anyio.fail_after(self.config.timeout_s):
-                await pubsub.ping()
-            pinged = True
-
-    async def _sync_channels(self, pubsub: PubSub) -> None:
-        while True:
-            changed = self._changed = anyio.Event()
-            add, drop = self._wanted - self._sent, self._sent - self._wanted
-            with anyio.fail_after(self.config.timeout_s):
-                if add:
-                    self._sent |= add
-                    await pubsub.subscribe(*add)
-                if drop:
-                    self._sent -= drop
-                    self._confirmed -= drop
-                    await pubsub.unsubscribe(*drop)
-            await changed.wait()
