@@ -100,9 +100,11 @@ def shutdown_budget_s(settings: Settings) -> float:
     """The longest a stop can take before every event stream is closed (docs/design.md).
 
     Running replies get `SHUTDOWN_GRACE_S` to finish; then they are cancelled and each stores
-    what it has within its store deadline. Hypercorn's `graceful_timeout` must exceed this.
+    what it has within its store deadline; with Redis, what they published is flushed to it
+    within `REDIS_TIMEOUT_S`. Hypercorn's `graceful_timeout` must exceed this.
     """
-    return settings.shutdown_grace_s + actor_config(settings).store_deadline_s
+    flush_s = settings.redis_timeout_s if settings.redis_url else 0.0
+    return settings.shutdown_grace_s + actor_config(settings).store_deadline_s + flush_s
 
 
 async def keep_streams_alive(hub: Hub, quiet_s: float) -> None:
@@ -315,7 +317,7 @@ async def serve(
     if config.graceful_timeout <= budget:
         log.warning(
             "Hypercorn's graceful_timeout (%gs) is not above the shutdown budget (%gs: "
-            "SHUTDOWN_GRACE_S + the store deadline): a stop may cut replies off",
+            "SHUTDOWN_GRACE_S + the store deadline + the Redis flush): a stop may cut replies off",
             config.graceful_timeout,
             budget,
         )
