@@ -1,12 +1,12 @@
-// The signed-in page: the conversation list and the open conversation. Reads and writes go
+// The signed-in page: the open conversation (and the list, list.js). Reads and writes go
 // through the REST API; what happens live (replies token by token, other tabs' changes)
 // arrives as the socket's events.
 
 import { randomKey } from "./api.js";
+import { Conversations } from "./list.js";
 import * as render from "./render.js";
 
 const PAGE = 50; // messages per page
-const LIST_PAGE = 20; // conversations per page
 const NEAR_BOTTOM_PX = 80;
 const $ = (id) => document.getElementById(id);
 
@@ -17,14 +17,9 @@ export class Chat {
     this.live = null;
     this.open = null;
     this.oldest = 0; // offset of the oldest message shown
-    this.listOffset = 0;
-    this.listTotal = null;
-    this.listLoading = false;
     this.olderLoading = false;
     this.touched = null; // ids shown by the socket while the messages are read
-    this.observer = new IntersectionObserver((entries) => {
-      if (entries.some((e) => e.isIntersecting)) this.moreConversations();
-    }, { root: $("sidebar") });
+    this.list = new Conversations(api, ui, () => this.open, () => this.showTitle());
   }
 
   handlers() {
@@ -41,86 +36,28 @@ export class Chat {
   }
 
   start(path) {
-    this.observer.observe($("conversations-end"));
+    this.list.start();
     this.route(path);
   }
 
   stop() {
-    this.observer.disconnect();
-    $("conversations").replaceChildren();
+    this.list.stop();
     $("message-list").replaceChildren();
     this.open = null;
   }
 
-  // -- the conversation list -------------------------------------------------------------
-
-  async moreConversations() {
-    if (this.listLoading || (this.listTotal !== null && this.listOffset >= this.listTotal)) return;
-    this.listLoading = true;
-    try {
-      const page = await this.api.conversations(this.listOffset, LIST_PAGE);
-      this.listTotal = page.total;
-      this.listOffset += page.items.length;
-      for (const conversation of page.items) this.upsertConversation(conversation, false);
-      $("conversations-empty").hidden = $("conversations").children.length > 0;
-      if (this.open) this.showTitle();
-    } catch (error) {
-      this.ui.error(error.message);
-    } finally {
-      this.listLoading = false;
-    }
-    // Still room on screen: the observer only fires on a change, so ask for the next page.
-    const end = $("conversations-end").getBoundingClientRect();
-    if (end.top < $("sidebar").getBoundingClientRect().bottom) this.moreConversations();
-  }
-
-  findConversation(id) {
-    return $("conversations").querySelector(`[data-conversation-id="${CSS.escape(id)}"]`);
-  }
-
-  // Newest `updated_at` first, as the API lists them; `live` ones are new to the server's
-  // paging too, so the next page's offset moves with them.
-  upsertConversation(conversation, live) {
-    let item = this.findConversation(conversation.id);
-    if (item) {
-      render.fillConversation(item, conversation);
-      item.remove();
-    } else {
-      item = render.conversationElement(conversation);
-      if (live) this.listOffset += 1;
-    }
-    const list = $("conversations");
-    const after = Array.from(list.children).find(
-      (other) => other.dataset.updatedAt <= conversation.updated_at,
-    );
-    list.insertBefore(item, after ?? null);
-    const link = item.querySelector("a");
-    if (conversation.id === this.open) link.setAttribute("aria-current", "page");
-    else link.removeAttribute("aria-current");
-    $("conversations-empty").hidden = true;
-  }
-
-  removeConversation(id) {
-    const item = this.findConversation(id);
-    if (item) {
-      item.remove();
-      this.listOffset = Math.max(0, this.listOffset - 1);
-    }
-    $("conversations-empty").hidden = $("conversations").children.length > 0;
-  }
-
   notification(event, conversation) {
     if (event === "conversation_deleted") {
-      this.removeConversation(conversation.id);
+      this.list.remove(conversation.id);
       if (conversation.id === this.open) this.closeMissing("This conversation was deleted.");
     } else {
-      this.upsertConversation(conversation, true);
+      this.list.upsert(conversation, true);
       if (conversation.id === this.open) this.showTitle();
     }
   }
 
   showTitle() {
-    const item = this.open && this.findConversation(this.open);
+    const item = this.open && this.list.find(this.open);
     const title = item ? item.querySelector(".title").textContent : "Conversation";
     this.ui.title(this.open ? title : null);
   }
@@ -145,11 +82,7 @@ export class Chat {
   }
 
   markOpen() {
-    for (const link of $("conversations").querySelectorAll("a")) {
-      const current = link.parentElement.dataset.conversationId === this.open;
-      if (current) link.setAttribute("aria-current", "page");
-      else link.removeAttribute("aria-current");
-    }
+    this.list.markOpen();
   }
 
   openConversation(id) {
@@ -294,11 +227,11 @@ export class Chat {
         this.finish(frame);
         break;
       case "conversation_updated":
-        this.upsertConversation(frame.conversation, true);
+        this.list.upsert(frame.conversation, true);
         this.showTitle();
         break;
       case "conversation_deleted":
-        this.removeConversation(frame.conversation_id);
+        this.list.remove(frame.conversation_id);
         this.closeMissing("This conversation was deleted.");
         return;
     }
@@ -338,7 +271,7 @@ export class Chat {
     let id = this.open;
     if (!id) {
       const conversation = await this.api.createConversation();
-      this.upsertConversation(conversation, true);
+      this.list.upsert(conversation, true);
       history.pushState(null, "", `/c/${conversation.id}`);
       this.openConversation(conversation.id);
       id = conversation.id;
@@ -371,14 +304,14 @@ export class Chat {
 
   async rename(title) {
     const conversation = await this.api.rename(this.open, title);
-    this.upsertConversation(conversation, false);
+    this.list.upsert(conversation, false);
     this.showTitle();
   }
 
   async remove() {
     const id = this.open;
     await this.api.remove(id);
-    this.removeConversation(id);
+    this.list.remove(id);
     this.ui.home();
   }
 }

@@ -138,9 +138,10 @@ def test_markup_in_messages_stays_text_under_a_strict_csp(browser: Browser, serv
         dialogs: list[str] = []
         page.on("dialog", lambda dialog: dialogs.append(dialog.message))
         register(page, server.url, new_email())
-        for text in markup:
+        for n, text in enumerate(markup, start=1):
             ask(page, text)
             expect(page.locator(".message.user .text").last).to_have_text(text)
+            expect(page.locator(".message.assistant")).to_have_count(n)
             expect(assistant(page)).to_have_attribute("data-status", "complete")
         conversation = conversation_id(page)
         assert page.locator("#message-list img, #message-list script, #message-list b").count() == 0
@@ -187,6 +188,7 @@ def test_a_second_tab_follows_renames_and_replies_and_a_stranger_sees_none(
         )
         expect(assistant(b.page)).to_have_attribute("data-status", "streaming")
         expect(assistant(b.page)).to_have_attribute("data-status", "complete")
+        expect(a.page.locator(".message")).to_have_count(4)
         expect(assistant(a.page)).to_have_attribute("data-status", "complete")
         assert_page_equals_store(server.url, a.page, conversation)
         assert_page_equals_store(server.url, b.page, conversation)
