@@ -20,7 +20,13 @@ from mcp.shared.exceptions import MCPError
 from chat.tools.config import PARLEY_SERVER, SEPARATOR, ServerConfig
 from chat.tools.identity import ACTING_USER_META_KEY, issue_acting_token
 from chat.tools.models import ServerStatus, ToolOutcome, ToolSpec
-from chat.tools.supervisor import Supervisor, Timing, Unavailable, is_connection_closed
+from chat.tools.supervisor import (
+    START_MARGIN_S,
+    Supervisor,
+    Timing,
+    Unavailable,
+    is_connection_closed,
+)
 from chat.tools.watch import describe_error
 
 log = logging.getLogger(__name__)
@@ -81,7 +87,7 @@ class ToolService:
 
     @staticmethod
     async def _settle(server: Supervisor) -> None:
-        with anyio.move_on_after(server.timing.start_s):
+        with anyio.move_on_after(server.timing.start_s + START_MARGIN_S):
             await server.settled()
 
     def status(self) -> list[ServerStatus]:

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 # A life that stayed healthy this long ends without backoff: the next start is immediate.
 STABLE_S = 5.0
+# Waiting for a start, callers allow this beyond the start deadline, so that the owner's
+# verdict (which starts its clock a little later, after the spawn) reaches them first.
+START_MARGIN_S = 1.0
 
 
 class ServerDown(Exception):
@@ -61,6 +64,8 @@ class Supervisor:
         self.generation = 0
         # Whether the latest life ended before its session was ready (calls then fail fast).
         self._start_failed = False
+        # When the current life's session became ready (`None` until it does).
+        self._ready_at: float | None = None
         self._wanted = anyio.Event()
         self._changed = anyio.Event()
         # The owner's wake-up: set after one of the flags below (only the owner waits on it).
@@ -80,26 +85,28 @@ class Supervisor:
             self.config.name, self.state, self.last_error, self.restarts, list(self.tools)
         )
 
+    def _is_settled(self) -> bool:
+        # A server whose last start failed does not hold anyone up while it tries again
+        # (one that hangs at start would otherwise delay every reply by the start deadline).
+        return self.state in ("ready", "disabled", "stopped") or self._start_failed
+
     async def settled(self) -> None:
         """Wait until the server is up, or down with a reason (a start attempt has ended)."""
-        while self.state in ("idle", "starting") or (
-            self.state == "failed" and not self._start_failed
-        ):
+        while not self._is_settled():
             await self._changed.wait()
 
     async def session(self) -> tuple[ClientSession, int]:
         """The live session and its generation, waiting for a start or restart in progress."""
         self.want()
-        with anyio.move_on_after(self.timing.start_s):
+        with anyio.move_on_after(self.timing.start_s + START_MARGIN_S):
             await self.settled()
         if self.state == "ready" and self._session is not None:
             return self._session, self.generation
-        if self.state in ("idle", "starting") or (
-            self.state == "failed" and not self._start_failed
-        ):
+        if not self._is_settled():
             raise Unavailable(f"the server did not start within {self.timing.start_s:g} s")
-        reason = f": {self.last_error}" if self.last_error else ""
-        raise Unavailable(f"the server is {self.state}{reason}")
+        if self._start_failed:
+            raise Unavailable(f"the server could not start: {self.last_error}")
+        raise Unavailable(f"the server is {self.state}")
 
     def end_session(self, generation: int, reason: str) -> None:
         """Restart the server unless that session was already replaced (a call failed on it)."""
@@ -141,7 +148,7 @@ class Supervisor:
         self._set_state("starting")
         self._closed = self._stale = False
         self._end_reason = None
-        ready_at: float | None = None
+        self._ready_at = None
         params = StdioServerParameters(
             command=self.config.command,
             args=list(self.config.args),
@@ -153,36 +160,50 @@ class Supervisor:
                 watched = WatchedStream(read, self._on_closed)
                 handler = self._on_message
                 async with ClientSession(watched, write, message_handler=handler) as session:
-                    with anyio.fail_after(self.timing.start_s):
-                        await session.initialize()
-                        self.tools = await self._list_tools(session)
-                    ready_at = anyio.current_time()
-                    # A late failure of a call on the previous session must not end this one.
-                    self._end_reason = None
-                    self._session = session
-                    self.generation += 1
-                    self.last_error = None
-                    self._start_failed = False
-                    self._set_state("ready")
-                    log.info("MCP server %s ready with %d tools", self.config.name, len(self.tools))
-                    reason = await self._serve(session)
-                    self._session = None
-                    self._set_state("starting")
-        except TimeoutError:
-            reason = f"it did not start within {self.timing.start_s:g} s"
+                    try:
+                        with anyio.fail_after(self.timing.start_s):
+                            await session.initialize()
+                            tools = await self._list_tools(session)
+                    except TimeoutError:
+                        reason = f"it did not start within {self.timing.start_s:g} s"
+                        raise ServerDown(self._failed(reason)) from None
+                    except Exception as error:
+                        raise ServerDown(self._failed(describe_error(error))) from error
+                    self._ready(session, tools)
+                    # Failed as soon as the reason is known: stopping the process takes a while.
+                    raise ServerDown(self._failed(await self._serve(session)))
         except Exception as error:  # whatever the process, pipe or protocol did
-            reason = describe_error(error)
+            reason = self._failed(describe_error(error))
         finally:
             self._session = None
-        self.last_error = reason
-        self.tools = []
-        self._start_failed = ready_at is None
-        self.restarts += 1
-        self._set_state("failed")
-        if ready_at is not None and anyio.current_time() - ready_at >= STABLE_S:
+        if self._ready_at is not None and anyio.current_time() - self._ready_at >= STABLE_S:
             log.warning("MCP server %s is down (%s); restarting", self.config.name, reason)
             return
         raise ServerDown(reason)
+
+    def _ready(self, session: ClientSession, tools: list[ToolSpec]) -> None:
+        self._ready_at = anyio.current_time()
+        # A late failure of a call on the previous session must not end this one.
+        self._end_reason = None
+        self.tools = tools
+        self._session = session
+        self.generation += 1
+        self.last_error = None
+        self._start_failed = False
+        self._set_state("ready")
+        log.info("MCP server %s ready with %d tools", self.config.name, len(tools))
+
+    def _failed(self, reason: str) -> str:
+        """Mark this life failed (once); the reason it first failed for."""
+        if self.state == "failed":
+            return self.last_error or reason
+        self._session = None
+        self.last_error = reason
+        self.tools = []
+        self._start_failed = self._ready_at is None
+        self.restarts += 1
+        self._set_state("failed")
+        return reason
 
     async def _serve(self, session: ClientSession) -> str:
         """Keep the session until it closes or must end; the reason it ended."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from pathlib import Path
 
 import anyio
 import pytest
 
-from chat.tools.config import configured_servers
+from chat.tools.config import ServerConfig, configured_servers
 from chat.tools.service import ToolService
 from chat.tools.supervisor import Timing
 from tests.tools.conftest import MARKER, TIMING, Running, tool_settings
@@ -189,6 +190,38 @@ async def test_a_frozen_server_fails_its_health_check_and_is_replaced(
         after = await running.call("stub__echo", text="two")
         assert after.ok, after.text
         assert int(after.data["pid"]) != pid
+        await service.close()
+        tg.cancel_scope.cancel()
+    assert pids_with_env(MARKER, marker) == set()
+
+
+async def test_a_server_that_hangs_at_start_delays_only_the_first_use(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    settings, marker = tool_settings(tmp_path, sqlite_template)
+    [time_server] = [s for s in configured_servers(settings) if s.name == "time"]
+    # A process that never answers `initialize`.
+    mute = ServerConfig(
+        "mute", sys.executable, ("-c", "import time; time.sleep(3600)"), {MARKER: marker}
+    )
+    timing = Timing(start_s=3.0, health_s=30.0, backoff_max_s=0.5)
+    service = ToolService([mute, time_server], tools_secret="x", call_timeout_s=10, timing=timing)
+    running = Running(service, settings, marker, tmp_path / "hanging")
+    async with anyio.create_task_group() as tg:
+        await tg.start(service.run)
+        first = {s.name for s in await service.specs()}
+        assert state(running, "mute")[:2] == ("failed", "it did not start within 3 s")
+        # It is retried with backoff, but nobody waits for it any more.
+        for _ in range(3):
+            started = anyio.current_time()
+            assert {s.name for s in await service.specs()} >= first
+            failed = await running.call("mute__anything")
+            assert anyio.current_time() - started < 1
+            assert failed.text == (
+                "mute__anything is unavailable: the server could not start: "
+                "it did not start within 3 s"
+            )
+        assert state(running, "mute")[2] >= 1
         await service.close()
         tg.cancel_scope.cancel()
     assert pids_with_env(MARKER, marker) == set()
