@@ -158,7 +158,9 @@ class OpenAIProvider:
                 yield part
             if not turn.calls:
                 break
-            if not offered or self.tools is None:
+            if not functions or self.tools is None:
+                raise ProviderError("the model asked for a tool, but none was offered")
+            if not offered:
                 raise ProviderError(
                     f"the model asked for tools after {self.max_tool_rounds} rounds of calls",
                     "tool_rounds_exceeded",

@@ -3,8 +3,9 @@
 Stateless: the last user message scripts the model. `TOOLS:` followed by a JSON list of
 rounds, each a list of `[name, arguments]` calls, makes the model ask for those calls, one
 round per completion (while the request offers tools); `loop` asks for a knowledge-base
-search in every round it can. After the calls (or when no tools are offered) it answers with
-a text that quotes each tool result: `Ticket #N is open.`, `A tool failed: …` or `Found: …`.
+search in every round it can, `stubborn` in every round, offered tools or not. After the
+calls (or when no tools are offered) it answers with a text that quotes each tool result:
+`Ticket #N is open.`, `A tool failed: …` or `Found: …`.
 Text and tool calls are streamed the way OpenAI does: the arguments in pieces, by index
 (several calls of one round interleaved).
 """
@@ -23,6 +24,8 @@ from quart import Quart, Response, request
 
 MODEL = "scripted-1"
 LOOP = "loop"
+# Asks for a tool in every completion, offered or not (a model that ignores the rules).
+STUBBORN = "stubborn"
 NO_TOOLS_LEFT = "No tools left."
 
 
@@ -57,7 +60,7 @@ def _since_question(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str,
 
 
 def _calls_for(question: str, rounds_done: int) -> list[list[Any]]:
-    if question.strip() == LOOP:
+    if question.strip() in (LOOP, STUBBORN):
         return [["parley__search_knowledge_base", {"query": "refund"}]]
     if question.startswith("TOOLS:"):
         rounds: list[list[list[Any]]] = json.loads(question.removeprefix("TOOLS:"))
@@ -80,7 +83,8 @@ def _describe(result: str) -> str:
 async def _answer(body: dict[str, Any]) -> AsyncIterator[bytes]:
     question, after = _since_question(body["messages"])
     rounds_done = sum(1 for m in after if m["role"] == "assistant" and m.get("tool_calls"))
-    calls = _calls_for(question, rounds_done) if body.get("tools") else []
+    offered = body.get("tools") or question.strip() == STUBBORN
+    calls = _calls_for(question, rounds_done) if offered else []
     yield _chunk({"role": "assistant", "content": ""})
     if calls:
         yield _chunk({"content": "Let me check. "})

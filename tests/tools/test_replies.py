@@ -192,6 +192,24 @@ async def test_tool_rounds_are_bounded(http: httpx.AsyncClient, server: Server) 
     assert text_of(events).rstrip().endswith(NO_TOOLS_LEFT)
 
 
+async def test_a_model_that_will_not_stop_calling_tools_fails_the_reply(
+    http: httpx.AsyncClient, server: Server
+) -> None:
+    _, me = await sign_up(http, server)
+    cid = await new_conversation(http, server, me)
+
+    events = await ask(http, me, cid, "stubborn")
+
+    assert len(of_type(events, "tool_result")) == 2
+    assert events[-1]["type"] == "error"
+    reply = events[-1]["message"]
+    assert reply["status"] == "failed"
+    assert reply["error"]["code"] == "tool_rounds_exceeded"
+    # What it said before is kept.
+    assert reply["content"] == text_of(events)
+    assert reply["content"].startswith("Let me check.")
+
+
 async def test_a_model_cannot_reach_another_users_tickets(
     http: httpx.AsyncClient, server: Server
 ) -> None:
