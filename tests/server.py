@@ -16,7 +16,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-STARTUP_DEADLINE_S = 30.0
+# A start imports the whole service (quart, pydantic, the MCP SDK…): seconds of CPU, more on
+# a loaded machine, twice over for `--workers 2`.
+STARTUP_DEADLINE_S = 60.0
 
 
 def free_port() -> int:

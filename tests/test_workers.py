@@ -16,11 +16,12 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from httpx_sse import aconnect_sse
 
 from tests.redis_server import RedisServer
 from tests.server import Server, parley, running_server, server_env
 from tests.test_cli import one_error_line, run
-from tests.test_redis_bridge import new_conversation, read_sse, send, sign_up
+from tests.test_redis_bridge import BASE, QUESTION, new_conversation, read_sse, send, sign_up
 
 pytestmark = pytest.mark.anyio
 WAIT_S = 20
@@ -36,7 +37,8 @@ def fixture_env(
     env = server_env(
         tmp_path_factory.mktemp("workers"),
         redis_url=redis_server.url,
-        assistant_token_delay_ms="5",
+        # Slow enough to cancel a reply while it runs.
+        assistant_token_delay_ms="20",
         redis_timeout_s="0.5",
     )
     parley("migrate", env=env)
@@ -135,6 +137,61 @@ async def test_a_message_to_one_worker_streams_to_sse_on_the_other(workers: Serv
     assert kinds[0] == "message" and kinds[-1] == "complete" and "chunk" in kinds
     numbered = [json.loads(data)["seq"] for _, data in on_b]
     assert numbered == list(range(numbered[0], numbered[0] + len(numbered)))
+
+
+async def test_cancel_on_one_worker_stops_the_reply_running_on_the_other(workers: Server) -> None:
+    with anyio.fail_after(WAIT_S):
+        async with (
+            pinned(workers) as (to_a, a_pid),
+            pinned(workers, frozenset({a_pid})) as (to_b, _),
+        ):
+            server = Server(workers.process, "", workers.log)  # the clients carry the URL
+            _, me = await sign_up(to_a, server)
+            cid = await new_conversation(to_a, server, me)
+            url = f"{BASE}/{cid}/stream"
+            params = {"message": QUESTION}
+            async with aconnect_sse(to_a, "GET", url, params=params, headers=me) as source:
+                frames = (json.loads(sse.data) async for sse in source.aiter_sse())
+                async for frame in frames:
+                    if frame["type"] == "chunk":
+                        reply_id = frame["message_id"]
+                        break
+                answer = await to_b.post(f"{BASE}/{cid}/cancel", headers=me)
+                assert answer.json() == {"cancelled": True}
+                rest = [frame async for frame in frames]
+            stored = (await to_b.get(f"{BASE}/{cid}/messages", headers=me)).json()["items"]
+    assert (rest[-1]["type"], rest[-1]["message_id"]) == ("cancelled", reply_id)
+    assert [(m["role"], m["status"]) for m in stored] == [
+        ("user", "complete"),
+        ("assistant", "cancelled"),
+    ]
+
+
+async def test_a_stream_resumes_on_the_other_worker_from_its_last_event_id(
+    workers: Server,
+) -> None:
+    with anyio.fail_after(WAIT_S):
+        async with (
+            pinned(workers) as (to_a, a_pid),
+            pinned(workers, frozenset({a_pid})) as (to_b, _),
+        ):
+            server = Server(workers.process, "", workers.log)  # the clients carry the URL
+            _, me = await sign_up(to_a, server)
+            cid = await new_conversation(to_a, server, me)
+            ready = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                on_a: list[tuple[str, str]] = []
+
+                async def watch() -> None:
+                    on_a.extend(await read_sse(to_a, server, me, cid, ready))
+
+                tg.start_soon(watch)
+                await ready.wait()
+                await send(to_b, server, me, cid)
+            middle = len(on_a) // 2
+            resumed = await read_sse(to_b, server, me, cid, anyio.Event(), on_a[middle][0])
+    # Each event after the position, exactly once, as the same bytes.
+    assert resumed == on_a[middle + 1 :]
 
 
 def bridge_instances(log: str) -> dict[int, str]:

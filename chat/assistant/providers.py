@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from actors.provider import Provider
 from chat.assistant.knowledge import KnowledgeBase, load_articles
 from chat.assistant.local import LocalProvider
-from chat.assistant.openai_provider import OpenAIProvider, host_of
 from chat.settings import Settings
 from chat.tools.service import ToolService
 
@@ -28,6 +27,10 @@ async def open_provider(
         yield given
         return
     if settings.assistant_provider == "openai":
+        # Imported only when used: the SDK's types take about 2 s of CPU to import, paid by
+        # every start of every worker otherwise.
+        from chat.assistant.openai_provider import OpenAIProvider, host_of
+
         if not settings.openai_api_key:
             log.warning(
                 "ASSISTANT_PROVIDER=openai without OPENAI_API_KEY: a local endpoint may need "
@@ -59,8 +62,10 @@ async def open_provider(
 
 def describe_provider(provider: Provider) -> dict[str, str]:
     """Which provider answers, for readiness: the OpenAI one adds its model and host."""
-    if isinstance(provider, OpenAIProvider):
-        return provider.describe()
+    describe = getattr(provider, "describe", None)
+    if callable(describe):  # the OpenAI provider: its model and host
+        described: dict[str, str] = describe()
+        return described
     if isinstance(provider, LocalProvider):
         return {"provider": "local"}
     return {"provider": type(provider).__name__}
