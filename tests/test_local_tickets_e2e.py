@@ -12,6 +12,7 @@ import anyio
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
+from websockets.asyncio.client import connect
 
 from tests.accounts import new_conversation, sign_up
 from tests.server import Server, running_server, server_env
@@ -101,3 +102,41 @@ async def test_yes_to_the_offer_files_the_question(server: Server) -> None:
         assert "Ticket #1 for you" in response.json()["content"]
         (ticket,) = (await http.get(f"{server.url}/api/v1/tickets", headers=me)).json()["items"]
         assert ticket["description"] == question
+
+
+async def test_over_the_websocket_the_call_shows_as_events_and_in_the_answer(
+    server: Server,
+) -> None:
+    async with httpx.AsyncClient(timeout=WAIT_S) as http:
+        token, me = await sign_up(http, server)
+        cid = await new_conversation(http, server, me)
+        url = server.url.replace("http://", "ws://") + f"/ws/chat?token={token}"
+        frames: list[dict[str, Any]] = []
+        async with connect(url) as ws:
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "send_message",
+                        "conversation_id": cid,
+                        "content": "could you file a support ticket for my broken charger",
+                        "request_id": "r1",
+                    }
+                )
+            )
+            with anyio.fail_after(WAIT_S):
+                while not frames or frames[-1].get("request_id") != "r1":
+                    frames.append(json.loads(await ws.recv()))
+        kinds = [f["type"] for f in frames]
+        assert kinds.index("tool_call") < kinds.index("tool_result") < kinds.index("complete")
+        call = frames[kinds.index("tool_call")]
+        assert (call["name"], call["arguments"]["subject"]) == (
+            "parley__create_ticket",
+            "My broken charger",
+        )
+        assert frames[kinds.index("tool_result")]["ok"] is True
+        answer = frames[-1]
+        assert answer["type"] == "message_response"
+        (reference,) = answer["data"]["entity_references"]
+        assert reference["label"] == "Ticket #1: My broken charger"
+        detail = await http.get(f"{server.url}/api/v1/tickets/{reference['id']}", headers=me)
+        assert detail.json()["conversation_id"] == cid
