@@ -11,6 +11,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -78,6 +79,31 @@ async def pinned(
             await client.aclose()
 
 
+@dataclass
+class Pair:
+    """A user, a new conversation of theirs, and a client pinned to each of two workers."""
+
+    to_a: httpx.AsyncClient
+    a_pid: int
+    to_b: httpx.AsyncClient
+    b_pid: int
+    server: Server  # the clients carry the URL
+    me: dict[str, str]
+    cid: str
+
+
+@asynccontextmanager
+async def two_workers(workers: Server) -> AsyncIterator[Pair]:
+    async with (
+        pinned(workers) as (to_a, a_pid),
+        pinned(workers, frozenset({a_pid})) as (to_b, b_pid),
+    ):
+        server = Server(workers.process, "", workers.log)
+        _, me = await sign_up(to_a, server)
+        cid = await new_conversation(to_a, server, me)
+        yield Pair(to_a, a_pid, to_b, b_pid, server, me, cid)
+
+
 async def both_pids(server: Server) -> set[int]:
     """The pids of the workers behind `server`, each seen answering on a connection of its own."""
     async with pinned(server) as (_, first), pinned(server, frozenset({first})) as (_, second):
@@ -111,14 +137,10 @@ async def test_both_workers_take_connections(workers: Server) -> None:
 
 async def test_a_message_to_one_worker_streams_to_sse_on_the_other(workers: Server) -> None:
     with anyio.fail_after(WAIT_S):
-        async with (
-            pinned(workers) as (to_a, a_pid),
-            pinned(workers, frozenset({a_pid})) as (to_b, b_pid),
-        ):
+        async with two_workers(workers) as pair:
+            to_a, a_pid, to_b, b_pid = pair.to_a, pair.a_pid, pair.to_b, pair.b_pid
+            server, me, cid = pair.server, pair.me, pair.cid
             assert a_pid != b_pid
-            server = Server(workers.process, "", workers.log)  # the clients carry the URL
-            _, me = await sign_up(to_a, server)
-            cid = await new_conversation(to_a, server, me)
             ready = anyio.Event()
             async with anyio.create_task_group() as tg:
                 on_b: list[tuple[str, str]] = []
@@ -141,13 +163,8 @@ async def test_a_message_to_one_worker_streams_to_sse_on_the_other(workers: Serv
 
 async def test_cancel_on_one_worker_stops_the_reply_running_on_the_other(workers: Server) -> None:
     with anyio.fail_after(WAIT_S):
-        async with (
-            pinned(workers) as (to_a, a_pid),
-            pinned(workers, frozenset({a_pid})) as (to_b, _),
-        ):
-            server = Server(workers.process, "", workers.log)  # the clients carry the URL
-            _, me = await sign_up(to_a, server)
-            cid = await new_conversation(to_a, server, me)
+        async with two_workers(workers) as pair:
+            to_a, to_b, me, cid = pair.to_a, pair.to_b, pair.me, pair.cid
             url = f"{BASE}/{cid}/stream"
             params = {"message": QUESTION}
             async with aconnect_sse(to_a, "GET", url, params=params, headers=me) as source:
@@ -171,13 +188,8 @@ async def test_a_stream_resumes_on_the_other_worker_from_its_last_event_id(
     workers: Server,
 ) -> None:
     with anyio.fail_after(WAIT_S):
-        async with (
-            pinned(workers) as (to_a, a_pid),
-            pinned(workers, frozenset({a_pid})) as (to_b, _),
-        ):
-            server = Server(workers.process, "", workers.log)  # the clients carry the URL
-            _, me = await sign_up(to_a, server)
-            cid = await new_conversation(to_a, server, me)
+        async with two_workers(workers) as pair:
+            to_a, to_b, server, me, cid = pair.to_a, pair.to_b, pair.server, pair.me, pair.cid
             ready = anyio.Event()
             async with anyio.create_task_group() as tg:
                 on_a: list[tuple[str, str]] = []
