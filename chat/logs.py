@@ -27,17 +27,21 @@ class RequestInfo:
 
 
 CURRENT: ContextVar[RequestInfo | None] = ContextVar("parley_request", default=None)
-TEXT_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+# The request id goes at the end, and only on records of a request: every other line reads as
+# it always did (operators' and tests' patterns keep matching).
+TEXT_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s%(request)s"
 # `extra=` keys of the access line, put into JSON lines as fields of their own.
 ACCESS_FIELDS = ("method", "path", "route", "status", "duration_ms", "client")
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds `request_id` ("-" outside a request) to every record."""
+    """Adds `request_id` ("-" outside a request) to every record, and `request`, the text
+    line's ending: " request=<id>" in a request, nothing outside."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         info = CURRENT.get()
         record.request_id = info.id if info is not None else "-"
+        record.request = f" request={info.id}" if info is not None else ""
         return True
 
 
