@@ -122,6 +122,7 @@ export class Chat {
       this.oldest = offset;
       this.showMessages(page.items, touched);
     } catch (error) {
+      if (this.touched === touched) this.touched = null;
       if (id !== this.open) return;
       if (error.status === 404) this.closeMissing();
       else this.ui.error(error.message);
@@ -147,6 +148,7 @@ export class Chat {
     $("messages-empty").hidden = list.children.length > 0;
     if (newer.some((item) => item.dataset.status === "streaming")) this.ui.running(true);
     this.scrollToEnd(true);
+    this.fillScreen();
   }
 
   async loadOlder() {
@@ -171,9 +173,17 @@ export class Chat {
       box.scrollTop += box.scrollHeight - before; // keep the reader's place
     } catch (error) {
       this.ui.error(error.message);
+      return; // the next scroll tries again
     } finally {
       this.olderLoading = false;
     }
+    this.fillScreen();
+  }
+
+  // With too few messages to scroll, scrolling up could never ask for the older ones.
+  fillScreen() {
+    const box = $("messages");
+    if (this.oldest > 0 && box.scrollHeight <= box.clientHeight) this.loadOlder();
   }
 
   findMessage(id) {

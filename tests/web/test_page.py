@@ -47,6 +47,10 @@ def test_a_customer_asks_and_watches_the_reply_stream_in(browser: Browser, serve
         assert first.page.evaluate("sessionStorage.length") == 0
     with tab(browser) as watched:
         page = watched.page
+        requested: list[str] = []
+        sockets: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        page.on("websocket", lambda socket: sockets.append(socket.url))
         sign_in(page, server.url, email)
         ask(page, QUESTION)
         conversation = conversation_id(page)
@@ -64,9 +68,10 @@ def test_a_customer_asks_and_watches_the_reply_stream_in(browser: Browser, serve
         # The auto-title reaches the list and the heading.
         expect(page.locator("#conversation-title")).to_have_text(QUESTION)
         expect(page.locator(".conversation-item .title")).to_have_text([QUESTION])
-        # The token is in this tab's sessionStorage only, never in the page's URL.
+        # The token is in this tab's sessionStorage only, and in no URL but the socket's.
         assert page.evaluate("localStorage.length") == 0
-        assert token(page) not in page.url
+        assert requested and not [url for url in requested if token(page) in url]
+        assert sockets == [f"ws://{server.url.removeprefix('http://')}/ws/chat?token={token(page)}"]
         # Opened again from its address, the conversation shows what was stored.
         page.reload()
         connected(page)
