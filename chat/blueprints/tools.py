@@ -23,11 +23,11 @@ security_scheme_blueprint(blueprint, [{"bearer": []}])
 async def get_tools() -> dict[str, Any]:
     """Each configured MCP server: its state, last error and tools.
 
-    Servers start on first use; this starts any that has not started yet and waits (within
-    the start deadline) for it, so a server that cannot start is reported with its error.
+    Servers start on first use. This starts any that has not (it answers at once: such a
+    server shows as `starting`, or `idle` just before; ask again for its tools or its error).
     """
     tools = services().tools
     if tools is None:
         return {"servers": []}
-    await tools.specs()
+    tools.start()
     return {"servers": [asdict(status) for status in tools.status()]}

@@ -75,11 +75,15 @@ class ToolService:
         with anyio.move_on_after(CLOSE_DEADLINE_S, shield=True):
             await self.stopped.wait()
 
+    def start(self) -> None:
+        """Start every server that has not started yet, without waiting for any."""
+        for server in self._servers.values():
+            server.want()
+
     async def specs(self) -> list[ToolSpec]:
         """Every ready server's tools (servers start here on first use); a failing one is left
         out, the others are not held up beyond the start deadline."""
-        for server in self._servers.values():
-            server.want()
+        self.start()
         async with anyio.create_task_group() as tg:
             for server in self._servers.values():
                 tg.start_soon(self._settle, server)

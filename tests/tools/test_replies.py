@@ -258,9 +258,16 @@ async def test_the_tools_route_reports_each_server(http: httpx.AsyncClient, serv
     assert (await http.get("/api/v1/tools")).status_code == 401
     _, me = await sign_up(http, server)
 
-    response = await http.get("/api/v1/tools", headers=me)
+    # The first request starts the servers and answers at once; they settle soon after.
+    with anyio.fail_after(60):
+        while True:
+            response = await http.get("/api/v1/tools", headers=me)
+            assert response.status_code == 200
+            states = {s["state"] for s in response.json()["servers"]}
+            if not states & {"idle", "starting"}:
+                break
+            await anyio.sleep(0.1)
 
-    assert response.status_code == 200
     servers = {s["name"]: s for s in response.json()["servers"]}
     assert set(servers) == {"parley", "time", "stub", "broken", "off"}
     assert servers["broken"]["state"] == "failed"
@@ -334,6 +341,7 @@ async def test_a_stop_during_a_tool_call_leaves_no_mcp_process(tmp_path: Path, m
         tmp_path,
         assistant_provider="openai",
         openai_base_url=model,
+        openai_api_key="test-key",
         openai_model="scripted",
         mcp_config=str(servers_file(tmp_path, marker, tmp_path / "hanging", stub=stub)),
         shutdown_grace_s="0",
