@@ -16,10 +16,12 @@ export function element(tag, className, text) {
   return node;
 }
 
-// An http(s) URL, or null: a model could name `javascript:` or `data:` links.
+// An http(s) URL, or null: a model could name `javascript:` or `data:` links. Parley's own
+// API addresses (a ticket's) are not links either: opened in a tab they carry no token.
 export function safeUrl(raw) {
   try {
     const url = new URL(raw, location.href);
+    if (url.origin === location.origin && url.pathname.startsWith("/api/")) return null;
     return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
   } catch {
     return null;

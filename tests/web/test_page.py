@@ -330,3 +330,23 @@ def test_low_confidence_tools_tickets_and_unsafe_links_as_the_page_shows_them(
             "confidence": True,
         }
         assert watched.errors == []
+
+
+def test_a_ticket_the_assistant_opens_shows_its_tool_call_and_reference(
+    browser: Browser, server: Server
+) -> None:
+    with tab(browser) as watched:
+        page = watched.page
+        register(page, server.url, new_email())
+        ask(page, "I want to open a ticket about my refund")
+        reply = assistant(page)
+        # The first tool call starts Parley's MCP server process: slower on a busy machine.
+        expect(reply).to_have_attribute("data-status", "complete", timeout=60_000)
+        expect(reply.locator(".tool")).to_have_text(["Used tool parley__create_ticket"])
+        [_, stored] = stored_messages(server.url, page, conversation_id(page))
+        [ticket] = [r for r in stored["entity_references"] if r["type"] == "ticket"]
+        # The ticket's address is an API route (it needs the token): named, not linked.
+        expect(reply.locator(".sources")).to_contain_text(ticket["label"])
+        assert reply.locator(".sources a").count() == 0
+        assert_page_equals_store(server.url, page, conversation_id(page))
+        assert watched.errors == []
