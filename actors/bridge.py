@@ -57,7 +57,7 @@ class BridgeConfig:
     timeout_s: float = 2.0
     ping_s: float = 5.0
     reconnect_max_s: float = 10.0
-    queue_size: int = 10_000
+    queue_size: int = 100_000
     retained: int = 1000
     retained_s: float = 600.0
 
@@ -273,13 +273,20 @@ class Bridge:
             for item in batch:
                 groups.setdefault(item.conversation_id, []).append(item)
             pipe = self.redis.pipeline(transaction=False)
-            keys: list[str] = []
-            args: list[Any] = [self.config.retained, int(self.config.retained_s * 1000)]
+            headers: list[bytes] = []
+            payloads: list[bytes] = []
             sent = [
-                (conversation_id, self._add_to(pipe, keys, args, conversation_id, items))
+                (conversation_id, self._add_to(pipe, headers, payloads, conversation_id, items))
                 for conversation_id, items in groups.items()
             ]
-            pipe.evalsha(self._sha, len(keys), *keys, *args)
+            pipe.evalsha(
+                self._sha,
+                0,
+                self.config.retained,
+                int(self.config.retained_s * 1000),
+                b"\n".join(headers),
+                b"".join(payloads),
+            )
             with anyio.fail_after(self.config.timeout_s):
                 results = await pipe.execute()
             answers = results[-1]  # after the DELs' answers
@@ -306,12 +313,12 @@ class Bridge:
     def _add_to(
         self,
         pipe: Any,
-        keys: list[str],
-        args: list[Any],
+        headers: list[bytes],
+        payloads: list[bytes],
         conversation_id: uuid.UUID,
         items: list[_Pending],
     ) -> list[Event]:
-        """Add one conversation's part to the script call (`keys`, `args`); the events it
+        """Add one conversation's header line and events to the script call; the events it
         would publish."""
         fresh = secrets.token_hex(4)
         if conversation_id in self._diverged:
@@ -331,17 +338,13 @@ class Bridge:
             )
             for i, item in enumerate(items)
         ]
-        keys += [wire.meta_key(conversation_id), wire.stream_key(conversation_id)]
-        args += [
-            epoch,
-            first,
-            fresh,
-            wire.conversation_channel(conversation_id),
-            wire.user_channel(items[0].user_id),
-            "".join("1" if event.type in USER_TYPES else "0" for event in events),
-            len(events),
-            *[wire.encode(event, self.instance) for event in events],
-        ]
+        ids = b"%s %s" % (str(conversation_id).encode(), str(items[0].user_id).encode())
+        mask = "".join("1" if event.type in USER_TYPES else "0" for event in events)
+        headers.append(
+            b"%s %s %d %s %d %s"
+            % (ids, epoch.encode(), first, fresh.encode(), len(events), mask.encode())
+        )
+        payloads += [wire.encode(event, self.instance, ids) + b"\0" for event in events]
         return events
 
     def _publish_locally(self, items: list[_Pending] | deque[_Pending]) -> None:

@@ -353,6 +353,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--server-workers", type=int, default=0, help="also run bench_server --workers W"
     )
     parser.add_argument("--workers-streams", type=int, nargs="+", default=[1000])
+    parser.add_argument("--keep", type=Path, help="run in this folder and keep the servers' logs")
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--admin-db", default="test")
@@ -365,8 +366,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: redis-server and redis-benchmark must be installed", file=sys.stderr)
         return 2
     raise_open_files()
-    with tempfile.TemporaryDirectory(prefix="parley-cluster-") as name:
-        runs, publish = cluster_runs(args, Path(name))
+    if args.keep:
+        # The servers' logs stay for reading (they are shown only when a run fails otherwise).
+        args.keep.mkdir(parents=True, exist_ok=True)
+        runs, publish = cluster_runs(args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="parley-cluster-") as name:
+            runs, publish = cluster_runs(args, Path(name))
     print(report(runs, publish, args))
     return 0
 

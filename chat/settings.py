@@ -63,7 +63,7 @@ class Settings(BaseModel):
     redis_timeout_s: float = Field(2 * SECONDS, gt=0)
     redis_ping_s: float = Field(5 * SECONDS, gt=0)
     redis_reconnect_max_s: float = Field(10 * SECONDS, gt=0)
-    redis_queue_size: int = Field(10_000, ge=1)
+    redis_queue_size: int = Field(100_000, ge=1)
     # How long a conversation's lease in Redis outlives its holder (one actor per conversation
     # across instances): a dead instance's conversations move after at most this.
     actor_lease_s: float = Field(10 * SECONDS, gt=0)
