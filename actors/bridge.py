@@ -92,7 +92,7 @@ class Bridge:
         self.config = config
         self.instance = instance or secrets.token_hex(8)
         # What this instance's own events start with on the wire (actors/redis_wire.py).
-        self._origin = self.instance.encode() + b" "
+        self._origin = wire.origin_prefix(self.instance)
         self.up = False
         self._pending: deque[_Pending] = deque()
         # Passing events (typing) for other instances: (user channel, bytes); never numbered.
@@ -188,7 +188,7 @@ class Bridge:
             return "reset"
         oldest_ms = time.time() * 1000 - self.config.retained_s * 1000
         events = [wire.decode(fields[b"e"]) for _, fields in entries]
-        kept = [event for _, at_ms, event in events if at_ms >= oldest_ms]
+        kept = [event for at_ms, event in events if at_ms >= oldest_ms]
         if since.seq < last and (not kept or kept[0].seq != since.seq + 1):
             return "reset"
         self._heads.setdefault(conversation_id, Position(epoch.decode(), last))
@@ -400,8 +400,8 @@ class Bridge:
     def _receive(self, channel: bytes, payload: bytes) -> None:
         if payload.startswith(self._origin):
             return  # delivered here when it was published
-        _, _, event = wire.decode(payload)
-        if channel.startswith(b"parley:c:"):
+        _, event = wire.decode(payload)
+        if wire.is_conversation_channel(channel):
             if self._in_sequence(event):
                 self.hub.deliver(event, user=False)
         else:

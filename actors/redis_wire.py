@@ -117,10 +117,20 @@ def encode(event: Event, origin: str, ids: bytes | None = None) -> bytes:
     )
 
 
-def decode(payload: bytes) -> tuple[str, int, Event]:
-    """The origin instance, the wall-clock time (ms) and the event, without parsing its JSON."""
+def origin_prefix(origin: str) -> bytes:
+    """What every event `origin` sent starts with."""
+    return origin.encode() + b" "
+
+
+def is_conversation_channel(channel: bytes) -> bool:
+    return channel.startswith(b"%sc:" % PREFIX.encode())
+
+
+def decode(payload: bytes) -> tuple[int, Event]:
+    """The wall-clock time (ms) it was sent and the event, without parsing its JSON (the origin
+    is not needed: an instance drops its own events by `origin_prefix` before decoding)."""
     head, _, sse = payload.partition(b"\n")
-    origin, conversation, user, type, message_id, at_ms = head.decode().split(" ")
+    _, conversation, user, type, message_id, at_ms = head.decode().split(" ")
     id_end = sse.index(b"\n")
     epoch, _, seq = sse[4:id_end].decode().rpartition(":")
     data = sse[id_end + 7 : -2]  # between "\ndata: " and the blank line
@@ -135,4 +145,4 @@ def decode(payload: bytes) -> tuple[str, int, Event]:
         None if message_id == "-" else message_id,
         sse,
     )
-    return origin, int(at_ms), event
+    return int(at_ms), event
