@@ -14,7 +14,7 @@ check: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy chat/ actors/ storage/
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadscope
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

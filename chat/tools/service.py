@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
-import mcp_types as types
 from anyio.abc import TaskStatus
-from mcp.shared.exceptions import MCPError
 
 from chat.tools.config import PARLEY_SERVER, SEPARATOR, ServerConfig
 from chat.tools.identity import ACTING_USER_META_KEY, issue_acting_token
@@ -27,7 +25,11 @@ from chat.tools.supervisor import (
     Unavailable,
     is_connection_closed,
 )
-from chat.tools.watch import describe_error
+from chat.tools.watch import describe_error, mcp_error
+
+if TYPE_CHECKING:
+    # The SDK is imported where a session starts (supervisor.py): it is slow to import.
+    import mcp_types as types
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +116,7 @@ class ToolService:
         if server_name == PARLEY_SERVER:
             # Who the call acts for, signed: never an argument the model chose.
             token = issue_acting_token(self._secret, user_id, conversation_id, ACTING_TOKEN_TTL_S)
-            meta = cast(types.RequestParamsMeta, {ACTING_USER_META_KEY: token})
+            meta = cast("types.RequestParamsMeta", {ACTING_USER_META_KEY: token})
         timeout_s = server.config.timeout_s or self.call_timeout_s
         # A closed connection is retried once on the restarted server: it is how a call finds
         # out that the process died since the last one.
@@ -135,7 +137,7 @@ class ToolService:
                     server.end_session(generation, "the connection closed during a call")
                     if attempt == 1:
                         continue
-                elif not isinstance(error, MCPError):
+                elif not isinstance(error, mcp_error()):
                     log.warning("MCP call %s failed", name, exc_info=True)
                 return ToolOutcome(False, f"{name} failed: {describe_error(error)}")
             return _outcome(result)
@@ -143,9 +145,11 @@ class ToolService:
 
 
 def _outcome(result: types.CallToolResult) -> ToolOutcome:
+    from mcp_types import TextContent
+
     parts: list[str] = []
     for block in result.content:
-        if isinstance(block, types.TextContent):
+        if isinstance(block, TextContent):
             parts.append(block.text)
         else:
             parts.append(f"[{block.type} content]")

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
-import mcp_types as types
-from mcp.client.session import ClientSession, IncomingMessage
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.shared.exceptions import MCPError
-from mcp_types.jsonrpc import CONNECTION_CLOSED
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from chat.tools.config import SEPARATOR, ServerConfig
 from chat.tools.models import ServerState, ServerStatus, ToolSpec
-from chat.tools.watch import WatchedStream, describe_error, is_valid_tool_name
+from chat.tools.watch import WatchedStream, describe_error, is_valid_tool_name, mcp_error
+
+if TYPE_CHECKING:
+    # The SDK costs ~0.7 s to import: every process that starts a server imports it then
+    # (`_life`), not every process that starts (CLI commands, tests, workers' parents).
+    from mcp.client.session import ClientSession, IncomingMessage
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,9 @@ class Supervisor:
         self._closed = self._stale = False
         self._end_reason = None
         self._ready_at = None
+        from mcp.client.session import ClientSession
+        from mcp.client.stdio import StdioServerParameters, stdio_client
+
         params = StdioServerParameters(
             command=self.config.command,
             args=list(self.config.args),
@@ -221,21 +225,23 @@ class Supervisor:
                 try:
                     with anyio.fail_after(self.timing.ping_s):
                         self.tools = await self._list_tools(session)
-                except (TimeoutError, MCPError) as error:
+                except (TimeoutError, mcp_error()) as error:
                     return f"listing its changed tools failed: {describe_error(error)}"
                 self._notify()
             if quiet.cancelled_caught:
                 try:
                     with anyio.fail_after(self.timing.ping_s):
                         await session.send_ping()
-                except (TimeoutError, MCPError) as error:
+                except (TimeoutError, mcp_error()) as error:
                     return f"its health check failed: {describe_error(error)}"
 
     async def _list_tools(self, session: ClientSession) -> list[ToolSpec]:
         specs: list[ToolSpec] = []
         cursor: str | None = None
         while True:
-            params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+            from mcp_types import PaginatedRequestParams
+
+            params = PaginatedRequestParams(cursor=cursor) if cursor else None
             listing = await session.list_tools(params=params)
             for tool in listing.tools:
                 name = f"{self.config.name}{SEPARATOR}{tool.name}"
@@ -253,7 +259,9 @@ class Supervisor:
 
     async def _on_message(self, message: IncomingMessage) -> None:
         # Runs in the session's read loop: only flag the change, the owner lists the tools.
-        if isinstance(message, types.ToolListChangedNotification):
+        from mcp_types import ToolListChangedNotification
+
+        if isinstance(message, ToolListChangedNotification):
             self._stale = True
             self._wake.set()
 
@@ -267,4 +275,6 @@ class Supervisor:
 
 
 def is_connection_closed(error: BaseException) -> bool:
-    return isinstance(error, MCPError) and error.code == CONNECTION_CLOSED
+    from mcp_types.jsonrpc import CONNECTION_CLOSED
+
+    return isinstance(error, mcp_error()) and error.code == CONNECTION_CLOSED

@@ -5,17 +5,26 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Generic, Self, TypeVar
 
 import anyio
-from mcp.shared._stream_protocols import ReadStream
-from mcp.shared.exceptions import MCPError
+
+if TYPE_CHECKING:
+    # Imported where a session starts (see supervisor.py): the SDK is slow to import.
+    from mcp.shared._stream_protocols import ReadStream
+    from mcp.shared.exceptions import MCPError
 
 T = TypeVar("T")
 # What OpenAI-compatible APIs accept as a function name.
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_ERROR_TEXT = 300
 _ENDED = (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError)
+
+
+def mcp_error() -> type[MCPError]:
+    from mcp.shared.exceptions import MCPError
+
+    return MCPError
 
 
 def is_valid_tool_name(name: str) -> bool:
@@ -80,7 +89,7 @@ def _leaf(error: BaseException) -> BaseException:
 def describe_error(error: BaseException) -> str:
     """One bounded line saying what went wrong, without a traceback."""
     error = _leaf(error)
-    if isinstance(error, MCPError):
+    if isinstance(error, mcp_error()):
         text = error.error.message
     elif isinstance(error, FileNotFoundError):
         text = f"command not found: {error.filename or error}"
