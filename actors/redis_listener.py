@@ -10,12 +10,17 @@ is treated as lost. What it reads goes to the bridge's callbacks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+
+try:  # what redis-py's hiredis reader answers while a reply is incomplete
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - a redis-py without it: nothing is drained
+    NOT_ENOUGH_DATA = None
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +159,11 @@ class Listener:
                 response = await pubsub.parse_response(block=False, timeout=quiet)
             if response is not None:
                 pinged = False
-                # Events are most of what arrives: taken as the parser gives them, without
-                # redis-py's per-message dict (measured: about 25 µs of 40 per message).
-                if response[0] == b"message" and response[1] != self.own_channel:
-                    self.on_event(response[1], response[2])
-                    continue
-                message = await pubsub.handle_message(response)  # type: ignore[no-untyped-call]
-                if message is not None:
-                    self._handle(message)
+                await self._take(pubsub, response)
+                # What arrived with it is taken without another trip through redis-py's
+                # read path (a task switch, a timeout scope and a retry wrapper per message).
+                for response in _buffered(pubsub):
+                    await self._take(pubsub, response)
                 continue
             if pinged:
                 raise Broken("no answer to PING")
@@ -169,6 +171,16 @@ class Listener:
             with anyio.fail_after(self.timeout_s):
                 await pubsub.ping()
             pinged = True
+
+    async def _take(self, pubsub: PubSub, response: Any) -> None:
+        # Events are most of what arrives: taken as the parser gives them, without redis-py's
+        # per-message dict (measured: about 25 µs of 40 per message).
+        if response[0] == b"message" and response[1] != self.own_channel:
+            self.on_event(response[1], response[2])
+            return
+        message = await pubsub.handle_message(response)  # type: ignore[no-untyped-call]
+        if message is not None:
+            self._handle(message)
 
     async def _sync_channels(self, pubsub: PubSub) -> None:
         while True:
@@ -183,3 +195,22 @@ class Listener:
                     self._confirmed -= drop
                     await pubsub.unsubscribe(*drop)
             await changed.wait()
+
+
+def _buffered(pubsub: PubSub) -> Iterator[Any]:
+    """The replies already complete in the connection's hiredis reader (none without hiredis,
+    or if redis-py's parser changes shape: then each goes through `parse_response`). Errors are
+    raised as redis-py's own read would."""
+    connection = pubsub.connection
+    reader = getattr(getattr(connection, "_parser", None), "_reader", None)
+    gets = getattr(reader, "gets", None)
+    if gets is None or NOT_ENOUGH_DATA is None:
+        return
+    while (response := gets()) is not NOT_ENOUGH_DATA:
+        if isinstance(response, Exception):
+            raise response
+        if not isinstance(response, list) or not response:
+            raise Broken(f"unexpected pub/sub reply {response!r:.80}")
+        if isinstance(response[0], Exception):
+            raise response[0]
+        yield response

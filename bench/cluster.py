@@ -62,6 +62,7 @@ class Run:
     tokens: int
     p50_ms: float
     p99_ms: float
+    steady_p99_ms: float
     max_ms: float
     events_per_s: float
     server_cpu_s: dict[str, float]
@@ -213,6 +214,15 @@ def measure(
     results = [s for share in shares for s in share.streams]
     delays = sorted(d for r in results for d in r.delays_ns)
     received = [t for r in results for t in r.received_ns]
+    # The relay alone: tokens read while every reply was mid-stream (the steady CPU window).
+    calm_from = marks["post"] + int((args.ramp + 1.0) * NS)
+    calm_to = marks["post"] + int((args.tokens / args.rate - 1.0) * NS)
+    calm = sorted(
+        d
+        for r in results
+        for d, t in zip(r.delays_ns, r.received_ns, strict=True)
+        if calm_from <= t <= calm_to
+    )
     span = (max(received) - min(received)) / NS if len(received) > 1 else 0.0
     run = Run(
         shape=shape,
@@ -221,6 +231,7 @@ def measure(
         tokens=len(delays),
         p50_ms=percentile(delays, 0.50) / 1e6,
         p99_ms=percentile(delays, 0.99) / 1e6,
+        steady_p99_ms=percentile(calm, 0.99) / 1e6 if calm else 0.0,
         max_ms=(delays[-1] / 1e6) if delays else 0.0,
         events_per_s=len(delays) / span if span else 0.0,
         server_cpu_s=cpu,
@@ -254,22 +265,42 @@ def cluster_runs(args: argparse.Namespace, tmp: Path) -> tuple[list[Run], list[s
         redis_url, redis_port, redis_pid = stack.enter_context(private_redis(tmp))
         publish = redis_publish_latency(redis_port, args.redis_requests)
         env = {**base_env, "REDIS_URL": redis_url}
-        logs = [tmp / "a.log", tmp / "b.log"]
-        try:
+        for gather in args.gather_ms:
+            runs += bridge_runs(args, tmp, env, gather, token, database_url, redis_pid)
+        if args.server_workers > 1:
+            runs += workers_runs(args, tmp, env, token, database_url, redis_pid)
+    return runs, publish
+
+
+def bridge_runs(
+    args: argparse.Namespace,
+    tmp: Path,
+    env: dict[str, str],
+    gather_ms: float,
+    token: str,
+    database_url: str,
+    redis_pid: int,
+) -> list[Run]:
+    """`local` and `cross` on two fresh instances with `REDIS_GATHER_MS=gather_ms` (the shapes
+    are suffixed with it when several are compared)."""
+    suffix = f" g{gather_ms:g}" if len(args.gather_ms) > 1 else ""
+    env = {**env, "REDIS_GATHER_MS": f"{gather_ms:g}"}
+    logs = [tmp / f"a{suffix.strip()}.log", tmp / f"b{suffix.strip()}.log"]
+    runs: list[Run] = []
+    try:
+        with ExitStack() as stack:
             url_a, pid_a = stack.enter_context(running_bench_server(env, tmp, args, logs[0]))
             url_b, pid_b = stack.enter_context(running_bench_server(env, tmp, args, logs[1]))
             ctx = Context(url_a, token, pid_a, database_url)
             pids = {"A": pid_a, "B": pid_b, "redis": redis_pid}
             for n in args.streams:
-                runs.append(measure("local", ctx, url_a, pids, n, args))
-                runs.append(measure("cross", ctx, url_b, pids, n, args))
-        except BaseException:
-            for path in logs:
-                show_log(path, everything=True)
-            raise
-        if args.server_workers > 1:
-            runs += workers_runs(args, tmp, env, token, database_url, redis_pid)
-    return runs, publish
+                runs.append(measure("local" + suffix, ctx, url_a, pids, n, args))
+                runs.append(measure("cross" + suffix, ctx, url_b, pids, n, args))
+    except BaseException:
+        for path in logs:
+            show_log(path, everything=True)
+        raise
+    return runs
 
 
 def workers_runs(
@@ -309,33 +340,35 @@ def report(runs: list[Run], publish: list[str], args: argparse.Namespace) -> str
         "while every reply is mid-stream (1 s after the last post to 1 s before the first "
         "reply ends) ÷ N × rate.",
         "",
-        "| shape | N | complete | p50 ms | p99 ms | max ms | events/s | server µs/token "
-        "| steady µs/token | A / B / redis CPU s | client CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| shape | N | complete | p50 ms | p99 ms | steady p99 ms | max ms | events/s "
+        "| server µs/token | steady µs/token | A / B / redis CPU s | client CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         cpu = " / ".join(f"{r.server_cpu_s.get(k, 0.0):.1f}" for k in ("A", "B", "redis"))
         lines.append(
             f"| {r.shape} | {r.streams} | {r.complete}/{r.streams} | {r.p50_ms:.1f} "
-            f"| {r.p99_ms:.1f} | {r.max_ms:.1f} | {r.events_per_s:,.0f} "
+            f"| {r.p99_ms:.1f} | {r.steady_p99_ms:.1f} | {r.max_ms:.1f} | {r.events_per_s:,.0f} "
             f"| {r.server_us_per_token:.0f} | {r.steady_us_per_token:.0f} | {cpu} "
             f"| {r.client_cpu_s:.1f} |"
         )
     lines += ["", "redis-benchmark PUBLISH, 120-byte message, private redis-server:"]
     lines += [f"- {line}" for line in publish]
     by = {(r.shape, r.streams): r for r in runs}
+    suffixes = [f" g{g:g}" for g in args.gather_ms] if len(args.gather_ms) > 1 else [""]
     for n in args.streams:
-        off, local, cross = by[("off", n)], by[("local", n)], by[("cross", n)]
-        floor = by[("floor", n)]
-        lines.append(
-            f"N={n}: CPU/token as multiples of the floor: off {ratio(off, floor)}, "
-            f"local {ratio(local, floor)}, cross {ratio(cross, floor)}"
-        )
-        lines.append(
-            f"N={n}: cross p99 − local p99 = {cross.p99_ms - local.p99_ms:+.1f} ms, "
-            f"− off p99 = {cross.p99_ms - off.p99_ms:+.1f} ms; CPU/token cross ÷ off = "
-            f"{ratio(cross, off)}, local ÷ off = {ratio(local, off)}"
-        )
+        off, floor = by[("off", n)], by[("floor", n)]
+        for suffix in suffixes:
+            local, cross = by[("local" + suffix, n)], by[("cross" + suffix, n)]
+            lines.append(
+                f"N={n}{suffix}: CPU/token as multiples of the floor: off {ratio(off, floor)}, "
+                f"local {ratio(local, floor)}, cross {ratio(cross, floor)}"
+            )
+            lines.append(
+                f"N={n}{suffix}: cross p99 − off p99 = {cross.p99_ms - off.p99_ms:+.1f} ms "
+                f"(steady {cross.steady_p99_ms - off.steady_p99_ms:+.1f} ms); CPU/token "
+                f"cross ÷ off = {ratio(cross, off)}, local ÷ off = {ratio(local, off)}"
+            )
     errors = [f"{r.shape} {r.streams}: {e}" for r in runs for e in r.errors]
     return "\n".join(lines + [f"error: {e}" for e in errors]) + "\n"
 
@@ -353,6 +386,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--server-workers", type=int, default=0, help="also run bench_server --workers W"
     )
     parser.add_argument("--workers-streams", type=int, nargs="+", default=[1000])
+    parser.add_argument(
+        "--gather-ms",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="REDIS_GATHER_MS of the bridge shapes; several compare them in one run",
+    )
     parser.add_argument("--keep", type=Path, help="run in this folder and keep the servers' logs")
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432")
