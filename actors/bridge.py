@@ -27,7 +27,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 BATCH = 512
 # A round trip that would carry fewer events waits `gather_s` for more.
 GATHER_BELOW = 64
+# Conversations whose numbering this process remembers (see `_numbers`).
+NUMBERS_KEPT = 100_000
 # Compare-and-set rounds before a batch is published locally instead (another publisher keeps
 # moving the numbering: only possible without the lease).
 ROUNDS = 3
@@ -87,6 +89,19 @@ class _Pending:
     payload: dict[str, Any]
 
 
+@dataclass(slots=True)
+class _Call:
+    """One script call being built: its header lines and payloads, and what its conversations
+    share (one clock reading; one epoch for any whose history Redis lost, since an epoch only
+    has to differ from that conversation's previous one)."""
+
+    headers: list[bytes] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    fresh: str = field(default_factory=lambda: secrets.token_hex(4))
+    now: float = field(default_factory=anyio.current_time)
+    at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
 class Bridge:
     """Relays a hub's events through Redis; see the module docstring. Run it with `run`."""
 
@@ -107,8 +122,11 @@ class Bridge:
         self._wake = anyio.Event()
         self._idle_waiters: list[anyio.Event] = []
         self._up_waiters: list[anyio.Event] = []
-        # Per conversation: the epoch and next seq this process believes Redis holds.
+        # Per conversation: the epoch and next seq this process believes Redis holds (the
+        # oldest forgotten past NUMBERS_KEPT: a wrong belief costs one compare-and-set round).
         self._numbers: dict[uuid.UUID, tuple[str, int]] = {}
+        # Per conversation: b"<conversation> <user>", which every event's header repeats.
+        self._ids: dict[uuid.UUID, bytes] = {}
         # Conversations numbered locally while Redis was away: a new epoch when it returns.
         self._diverged: set[uuid.UUID] = set()
         # Per watched conversation, the last event delivered here (to find gaps).
@@ -285,10 +303,9 @@ class Bridge:
             for item in batch:
                 groups.setdefault(item.conversation_id, []).append(item)
             pipe = self.redis.pipeline(transaction=False)
-            headers: list[bytes] = []
-            payloads: list[bytes] = []
+            call = _Call()
             sent = [
-                (conversation_id, self._add_to(pipe, headers, payloads, conversation_id, items))
+                (conversation_id, self._add_to(pipe, call, conversation_id, items))
                 for conversation_id, items in groups.items()
             ]
             pipe.evalsha(
@@ -296,8 +313,8 @@ class Bridge:
                 0,
                 self.config.retained,
                 int(self.config.retained_s * 1000),
-                b"\n".join(headers),
-                b"".join(payloads),
+                b"\n".join(call.headers),
+                b"".join(call.payloads),
             )
             with anyio.fail_after(self.config.timeout_s):
                 results = await pipe.execute()
@@ -305,7 +322,7 @@ class Bridge:
             done: set[uuid.UUID] = set()
             for i, (conversation_id, events) in enumerate(sent):
                 ok, epoch, seq = answers[3 * i : 3 * i + 3]
-                self._numbers[conversation_id] = (epoch.decode(), int(seq) + 1)
+                self._believe(conversation_id, epoch.decode(), int(seq) + 1)
                 if ok:
                     done.add(conversation_id)
                     self._diverged.discard(conversation_id)
@@ -325,19 +342,21 @@ class Bridge:
     def _add_to(
         self,
         pipe: Any,
-        headers: list[bytes],
-        payloads: list[bytes],
+        call: _Call,
         conversation_id: uuid.UUID,
         items: list[_Pending],
     ) -> list[Event]:
         """Add one conversation's header line and events to the script call; the events it
         would publish."""
-        fresh = secrets.token_hex(4)
         if conversation_id in self._diverged:
             pipe.delete(wire.meta_key(conversation_id))
             self._numbers.pop(conversation_id, None)
-        epoch, first = self._numbers.get(conversation_id, (fresh, 1))
-        now = anyio.current_time()
+        epoch, first = self._numbers.get(conversation_id, (call.fresh, 1))
+        ids = self._ids.get(conversation_id)
+        if ids is None:
+            ids = b"%s %s" % (str(conversation_id).encode(), str(items[0].user_id).encode())
+            self._ids[conversation_id] = ids
+        text = ids[:36].decode()
         events = [
             Event.create(
                 conversation_id=conversation_id,
@@ -346,18 +365,26 @@ class Bridge:
                 epoch=epoch,
                 seq=first + i,
                 payload=item.payload,
-                at=now,
+                at=call.now,
+                conversation_text=text,
             )
             for i, item in enumerate(items)
         ]
-        ids = b"%s %s" % (str(conversation_id).encode(), str(items[0].user_id).encode())
         mask = "".join("1" if event.type in USER_TYPES else "0" for event in events)
-        headers.append(
+        call.headers.append(
             b"%s %s %d %s %d %s"
-            % (ids, epoch.encode(), first, fresh.encode(), len(events), mask.encode())
+            % (ids, epoch.encode(), first, call.fresh.encode(), len(events), mask.encode())
         )
-        payloads += [wire.encode(event, self.instance, ids) + b"\0" for event in events]
+        origin, at_ms = self.instance, call.at_ms
+        call.payloads += [wire.encode(event, origin, ids, at_ms) + b"\0" for event in events]
         return events
+
+    def _believe(self, conversation_id: uuid.UUID, epoch: str, next_seq: int) -> None:
+        if conversation_id not in self._numbers and len(self._numbers) >= NUMBERS_KEPT:
+            oldest = next(iter(self._numbers))
+            del self._numbers[oldest]
+            self._ids.pop(oldest, None)
+        self._numbers[conversation_id] = (epoch, next_seq)
 
     def _publish_locally(self, items: list[_Pending] | deque[_Pending]) -> None:
         for item in items:
@@ -373,6 +400,7 @@ class Bridge:
             log.warning("Redis unavailable (%s): serving this instance's clients alone", reason)
         self.up = False
         self._numbers.clear()
+        self._ids.clear()
         self.listener.rebuild()
 
     # Receiving.

