@@ -10,9 +10,9 @@ import anyio
 from anyio.abc import TaskStatus
 from databases import Database
 
-from actors.actor import ActorConfig
 from actors.bridge import Bridge
 from actors.commands import PostMessage
+from actors.config import ActorConfig
 from actors.errors import ConversationGone
 from actors.forwarding import Cancel, Forwarding, Post
 from actors.lease import Leases

@@ -28,7 +28,7 @@ from stream_helpers import InstantProvider, rss_kib, seed_user_conversations
 from stream_report import machine_lines, verdict
 from stream_server import ROOT, SETUP_PARALLEL, bench_env, sqlite_url
 
-from actors.actor import ActorConfig
+from actors.config import ActorConfig
 from actors.hub import Hub, HubLimits
 from actors.provider import Turn
 from actors.registry import Registry

@@ -17,9 +17,9 @@ from hypercorn.config import Config
 from hypercorn.config import Sockets as BoundSockets
 from hypercorn.utils import wrap_app
 
-from actors.actor import ActorConfig
 from actors.bridge import Bridge, BridgeConfig, connect_redis
 from actors.cluster import make_cluster
+from actors.config import ActorConfig
 from actors.hub import Hub, HubLimits
 from actors.provider import Provider
 from actors.registry import Registry

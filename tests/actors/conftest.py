@@ -12,7 +12,7 @@ import anyio
 import pytest
 from databases import Database
 
-from actors.actor import ActorConfig
+from actors.config import ActorConfig
 from actors.hub import Hub, HubLimits
 from actors.registry import Registry
 from actors.store import DatabaseStore, Store

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from actors.actor import ActorConfig
+from actors.config import ActorConfig
 from actors.errors import ActorCrashed, ActorUnavailable, ConversationGone
 from actors.hub import Hub, HubLimits, Subscription
 from actors.registry import Registry

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from actors.actor import ActorConfig
+from actors.config import ActorConfig
 from actors.errors import ActorCrashed, ActorUnavailable, StoreTimeout
 from actors.hub import Hub, HubLimits, Subscription
 from actors.provider import ReplyPart, ReplyRequest

@@ -20,7 +20,7 @@ import openai
 import pytest
 from databases import Database
 
-from actors.actor import ActorConfig
+from actors.config import ActorConfig
 from actors.hub import Hub, Subscription
 from actors.provider import ProviderError, ReplyInfo, ReplyPart, ReplyRequest, TextDelta, Turn
 from actors.registry import Registry
