@@ -173,6 +173,16 @@ CASES: dict[str, Case] = {
         Message.from_row,
         POSTGRESQL,
     ),
+    "messages._select_recent": Case(
+        lambda s: {"user_id": s.user.id, "conversation_id": s.conversation.id, "limit": 1},
+        Message.from_row,
+    ),
+    "fences._raise": Case(
+        lambda s: {"conversation_id": s.conversation.id, "fence": 7},
+        plain,
+        lambda s: sa.select(conversations.c.fence),
+        plain,
+    ),
     "messages._select_page": Case(
         lambda s: {
             "user_id": s.user.id,
