@@ -49,8 +49,6 @@ log = logging.getLogger(__name__)
 # 10,000 events/s of 500 replies, so a backlog never drained. A script of 2,048 events keeps
 # Redis busy for a few milliseconds.
 BATCH = 2048
-# A round trip that would carry fewer events waits `gather_s` for more.
-GATHER_BELOW = 64
 # Conversations whose numbering this process remembers (see `_numbers`).
 NUMBERS_KEPT = 100_000
 # Compare-and-set rounds before a batch is published locally instead (another publisher keeps
@@ -67,10 +65,6 @@ class BridgeConfig:
     queue_size: int = 100_000
     retained: int = 1000
     retained_s: float = 600.0
-    # How long the publisher lets events gather before a round trip that would carry few:
-    # each trip costs a write, a read and redis-py's call path on this instance, and on every
-    # subscribed one a wake-up to read it.
-    gather_s: float = 0.001
 
 
 def connect_redis(url: str, timeout_s: float) -> Redis:
@@ -254,7 +248,6 @@ class Bridge:
     # Publishing.
 
     async def _publish_loop(self) -> None:
-        gathered = False
         while True:
             if self._signals:
                 await self._send_signals()
@@ -269,11 +262,6 @@ class Bridge:
             if not self.up:
                 self._publish_queued_locally()
                 continue
-            if not gathered and len(self._pending) < GATHER_BELOW and self.config.gather_s:
-                gathered = True
-                await anyio.sleep(self.config.gather_s)
-                continue  # what was true before the wait is checked again
-            gathered = False
             batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
             self._in_flight = True
             try:

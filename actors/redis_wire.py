@@ -47,14 +47,14 @@ for line in string.gmatch(ARGV[3], '[^\\n]+') do
     payloads[j] = string.sub(blob, pos, stop - 1)
     pos = stop + 1
   end
-  local epoch = redis.call('HGET', meta, 'e')
-  local seq = 0
+  local known = redis.call('HMGET', meta, 'e', 's')
+  local epoch, seq = known[1], 0
   if not epoch then
     epoch = fresh
     redis.call('DEL', stream)
     redis.call('HSET', meta, 'e', epoch, 's', 0)
   else
-    seq = tonumber(redis.call('HGET', meta, 's'))
+    seq = tonumber(known[2])
   end
   redis.call('PEXPIRE', meta, ARGV[2])
   local ok = 0

@@ -265,8 +265,7 @@ def cluster_runs(args: argparse.Namespace, tmp: Path) -> tuple[list[Run], list[s
         redis_url, redis_port, redis_pid = stack.enter_context(private_redis(tmp))
         publish = redis_publish_latency(redis_port, args.redis_requests)
         env = {**base_env, "REDIS_URL": redis_url}
-        for gather in args.gather_ms:
-            runs += bridge_runs(args, tmp, env, gather, token, database_url, redis_pid)
+        runs += bridge_runs(args, tmp, env, token, database_url, redis_pid)
         if args.server_workers > 1:
             runs += workers_runs(args, tmp, env, token, database_url, redis_pid)
     return runs, publish
@@ -276,16 +275,12 @@ def bridge_runs(
     args: argparse.Namespace,
     tmp: Path,
     env: dict[str, str],
-    gather_ms: float,
     token: str,
     database_url: str,
     redis_pid: int,
 ) -> list[Run]:
-    """`local` and `cross` on two fresh instances with `REDIS_GATHER_MS=gather_ms` (the shapes
-    are suffixed with it when several are compared)."""
-    suffix = f" g{gather_ms:g}" if len(args.gather_ms) > 1 else ""
-    env = {**env, "REDIS_GATHER_MS": f"{gather_ms:g}"}
-    logs = [tmp / f"a{suffix.strip()}.log", tmp / f"b{suffix.strip()}.log"]
+    """`local` and `cross` on two instances A and B of one cluster."""
+    logs = [tmp / "a.log", tmp / "b.log"]
     runs: list[Run] = []
     try:
         with ExitStack() as stack:
@@ -294,8 +289,8 @@ def bridge_runs(
             ctx = Context(url_a, token, pid_a, database_url)
             pids = {"A": pid_a, "B": pid_b, "redis": redis_pid}
             for n in args.streams:
-                runs.append(measure("local" + suffix, ctx, url_a, pids, n, args))
-                runs.append(measure("cross" + suffix, ctx, url_b, pids, n, args))
+                runs.append(measure("local", ctx, url_a, pids, n, args))
+                runs.append(measure("cross", ctx, url_b, pids, n, args))
     except BaseException:
         for path in logs:
             show_log(path, everything=True)
@@ -355,20 +350,18 @@ def report(runs: list[Run], publish: list[str], args: argparse.Namespace) -> str
     lines += ["", "redis-benchmark PUBLISH, 120-byte message, private redis-server:"]
     lines += [f"- {line}" for line in publish]
     by = {(r.shape, r.streams): r for r in runs}
-    suffixes = [f" g{g:g}" for g in args.gather_ms] if len(args.gather_ms) > 1 else [""]
     for n in args.streams:
         off, floor = by[("off", n)], by[("floor", n)]
-        for suffix in suffixes:
-            local, cross = by[("local" + suffix, n)], by[("cross" + suffix, n)]
-            lines.append(
-                f"N={n}{suffix}: CPU/token as multiples of the floor: off {ratio(off, floor)}, "
-                f"local {ratio(local, floor)}, cross {ratio(cross, floor)}"
-            )
-            lines.append(
-                f"N={n}{suffix}: cross p99 − off p99 = {cross.p99_ms - off.p99_ms:+.1f} ms "
-                f"(steady {cross.steady_p99_ms - off.steady_p99_ms:+.1f} ms); CPU/token "
-                f"cross ÷ off = {ratio(cross, off)}, local ÷ off = {ratio(local, off)}"
-            )
+        local, cross = by[("local", n)], by[("cross", n)]
+        lines.append(
+            f"N={n}: CPU/token as multiples of the floor: off {ratio(off, floor)}, "
+            f"local {ratio(local, floor)}, cross {ratio(cross, floor)}"
+        )
+        lines.append(
+            f"N={n}: cross p99 − off p99 = {cross.p99_ms - off.p99_ms:+.1f} ms "
+            f"(steady {cross.steady_p99_ms - off.steady_p99_ms:+.1f} ms); CPU/token "
+            f"cross ÷ off = {ratio(cross, off)}, local ÷ off = {ratio(local, off)}"
+        )
     errors = [f"{r.shape} {r.streams}: {e}" for r in runs for e in r.errors]
     return "\n".join(lines + [f"error: {e}" for e in errors]) + "\n"
 
@@ -386,13 +379,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--server-workers", type=int, default=0, help="also run bench_server --workers W"
     )
     parser.add_argument("--workers-streams", type=int, nargs="+", default=[1000])
-    parser.add_argument(
-        "--gather-ms",
-        type=float,
-        nargs="+",
-        default=[1.0],
-        help="REDIS_GATHER_MS of the bridge shapes; several compare them in one run",
-    )
     parser.add_argument("--keep", type=Path, help="run in this folder and keep the servers' logs")
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432")

@@ -139,7 +139,6 @@ def bridge_config(settings: Settings) -> BridgeConfig:
         ping_s=settings.redis_ping_s,
         reconnect_max_s=settings.redis_reconnect_max_s,
         queue_size=settings.redis_queue_size,
-        gather_s=settings.redis_gather_ms / 1000,
         retained=settings.events_retained,
         retained_s=settings.events_retained_s,
     )

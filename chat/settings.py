@@ -64,9 +64,6 @@ class Settings(BaseModel):
     redis_ping_s: float = Field(5 * SECONDS, gt=0)
     redis_reconnect_max_s: float = Field(10 * SECONDS, gt=0)
     redis_queue_size: int = Field(100_000, ge=1)
-    # How long the publisher lets a thin batch gather more events before its round trip
-    # (docs/benchmarks.md "Cluster": fewer, fuller trips cost less CPU on every instance).
-    redis_gather_ms: float = Field(1.0, ge=0, le=50)
     # How long a conversation's lease in Redis outlives its holder (one actor per conversation
     # across instances): a dead instance's conversations move after at most this.
     actor_lease_s: float = Field(10 * SECONDS, gt=0)
