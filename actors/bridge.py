@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 from actors import redis_wire as wire
 from actors.events import Event, Position
 from actors.hub import USER_TYPES, Hub, Replay
+from actors.redis_line import Command, Line
 from actors.redis_listener import Listener
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ class _Call:
     share (one clock reading; one epoch for any whose history Redis lost, since an epoch only
     has to differ from that conversation's previous one)."""
 
+    # What goes before the script call (a lost history's hash deleted).
+    commands: list[Command] = field(default_factory=list)
     headers: list[bytes] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)
     fresh: str = field(default_factory=lambda: secrets.token_hex(4))
@@ -107,6 +110,8 @@ class Bridge:
     ) -> None:
         self.hub = hub
         self.redis = redis
+        # The publisher's own connection (actors/redis_line.py).
+        self._line = Line(redis)
         self.config = config
         self.instance = instance or secrets.token_hex(8)
         # What this instance's own events start with on the wire (actors/redis_wire.py).
@@ -230,6 +235,8 @@ class Bridge:
         finally:
             self.up = False
             self.hub.relay = None
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.config.timeout_s):
+                await self._line.aclose()
 
     async def connected(self) -> None:
         """Return once the bridge is connected (the caller bounds the wait)."""
@@ -278,12 +285,9 @@ class Bridge:
         signals, self._signals = self._signals, []
         if not self.up:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for channel, data in signals:
-            pipe.publish(channel, data)
         try:
             with anyio.fail_after(self.config.timeout_s):
-                await pipe.execute()
+                await self._line.call([("PUBLISH", channel, data) for channel, data in signals])
         except FAILURES as error:
             self._fail(f"publish failed: {type(error).__name__}")
 
@@ -293,22 +297,24 @@ class Bridge:
             groups: dict[uuid.UUID, list[_Pending]] = {}
             for item in batch:
                 groups.setdefault(item.conversation_id, []).append(item)
-            pipe = self.redis.pipeline(transaction=False)
             call = _Call()
             sent = [
-                (conversation_id, self._add_to(pipe, call, conversation_id, items))
+                (conversation_id, self._add_to(call, conversation_id, items))
                 for conversation_id, items in groups.items()
             ]
-            pipe.evalsha(
-                self._sha,
-                0,
-                self.config.retained,
-                int(self.config.retained_s * 1000),
-                b"\n".join(call.headers),
-                b"".join(call.payloads),
+            call.commands.append(
+                (
+                    "EVALSHA",
+                    self._sha,
+                    0,
+                    self.config.retained,
+                    int(self.config.retained_s * 1000),
+                    b"\n".join(call.headers),
+                    b"".join(call.payloads),
+                )
             )
             with anyio.fail_after(self.config.timeout_s):
-                results = await pipe.execute()
+                results = await self._line.call(call.commands)
             answers = results[-1]  # after the DELs' answers
             done: set[uuid.UUID] = set()
             for i, (conversation_id, events) in enumerate(sent):
@@ -332,7 +338,6 @@ class Bridge:
 
     def _add_to(
         self,
-        pipe: Any,
         call: _Call,
         conversation_id: uuid.UUID,
         items: list[_Pending],
@@ -340,7 +345,7 @@ class Bridge:
         """Add one conversation's header line and events to the script call; the events it
         would publish."""
         if conversation_id in self._diverged:
-            pipe.delete(wire.meta_key(conversation_id))
+            call.commands.append(("DEL", wire.meta_key(conversation_id)))
             self._numbers.pop(conversation_id, None)
         epoch, first = self._numbers.get(conversation_id, (call.fresh, 1))
         ids = self._ids.get(conversation_id)
@@ -415,6 +420,7 @@ class Bridge:
         # Pooled connections from before a failure may be dead (a restarted Redis): drop them,
         # or the publisher's next call fails on one (no retries, by design).
         await self.redis.connection_pool.disconnect()
+        await self._line.close()
         await self.redis.script_load(wire.PUBLISH_SCRIPT)
 
     def _on_up(self) -> None:
