@@ -1,0 +1,91 @@
+"""The publisher's own connection (actors/redis_line.py) against a private redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anyio
+import pytest
+import redis.asyncio
+from redis.exceptions import ConnectionError, ResponseError
+
+from actors.bridge import connect_redis
+from actors.redis_line import Line
+from tests.redis_server import RedisServer, running_redis
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # redis-py runs on asyncio
+
+
+@pytest.fixture(name="redis_server")
+def fixture_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+async def test_answers_come_back_in_order_on_one_connection(redis_server: RedisServer) -> None:
+    client = connect_redis(redis_server.url, 2.0)
+    line = Line(client)
+    try:
+        answers = await line.call([("SET", "k", "v"), ("GET", "k"), ("CLIENT", "ID")])
+        again = await line.call([("CLIENT", "ID")])
+        assert answers[:2] == [True, b"v"] or answers[:2] == [b"OK", b"v"]
+        assert again == answers[2:], "a second call reuses the connection"
+    finally:
+        await line.aclose()
+        await client.aclose()
+
+
+async def test_an_error_answer_raises_and_the_next_call_starts_clean(
+    redis_server: RedisServer,
+) -> None:
+    client = connect_redis(redis_server.url, 2.0)
+    line = Line(client)
+    try:
+        with pytest.raises(ResponseError):
+            await line.call([("EVALSHA", "0" * 40, 0), ("PING",)])
+        # The PING's answer was never read: reusing that connection would hand it to the next
+        # call. A fresh connection answers this call's own command.
+        assert await line.call([("ECHO", "mine")]) == [b"mine"]
+    finally:
+        await line.aclose()
+        await client.aclose()
+
+
+async def test_a_killed_connection_fails_one_call_and_the_next_reconnects(
+    redis_server: RedisServer,
+) -> None:
+    client = connect_redis(redis_server.url, 2.0)
+    line = Line(client)
+    admin = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        [own_id] = await line.call([("CLIENT", "ID")])
+        await admin.execute_command("CLIENT", "KILL", "ID", own_id)
+        with pytest.raises(ConnectionError):
+            await line.call([("PING",)])
+        [new_id] = await line.call([("CLIENT", "ID")])
+        assert new_id != own_id
+    finally:
+        await admin.aclose()
+        await line.aclose()
+        await client.aclose()
+
+
+async def test_a_call_cut_by_its_deadline_leaves_no_late_answer_behind(
+    redis_server: RedisServer,
+) -> None:
+    client = connect_redis(redis_server.url, 2.0)
+    line = Line(client)
+    try:
+        with anyio.move_on_after(0.2) as scope:
+            await line.call([("BLPOP", "nothing-here", 1)])
+        assert scope.cancelled_caught
+        # Had the connection been kept, BLPOP's late nil would answer this call.
+        assert await line.call([("ECHO", "after")]) == [b"after"]
+    finally:
+        await line.aclose()
+        await client.aclose()
