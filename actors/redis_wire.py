@@ -9,6 +9,7 @@ frame exactly as it was encoded once (`Event.sse`, which holds `Event.data`).
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 
@@ -124,8 +125,18 @@ def origin_prefix(origin: str) -> bytes:
     return origin.encode() + b" "
 
 
+_CONVERSATION_CHANNEL = f"{PREFIX}c:".encode()
+
+
 def is_conversation_channel(channel: bytes) -> bool:
-    return channel.startswith(b"%sc:" % PREFIX.encode())
+    return channel.startswith(_CONVERSATION_CHANNEL)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _uuid(text: str) -> uuid.UUID:
+    # Every event names its conversation and user: the same few ids again and again, and
+    # parsing one costs more than the rest of decoding.
+    return uuid.UUID(text)
 
 
 def decode(payload: bytes) -> tuple[int, Event]:
@@ -137,8 +148,8 @@ def decode(payload: bytes) -> tuple[int, Event]:
     epoch, _, seq = sse[4:id_end].decode().rpartition(":")
     data = sse[id_end + 7 : -2]  # between "\ndata: " and the blank line
     event = Event(
-        uuid.UUID(conversation),
-        uuid.UUID(user),
+        _uuid(conversation),
+        _uuid(user),
         type,
         epoch,
         int(seq),
