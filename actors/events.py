@@ -14,8 +14,10 @@ FINAL_TYPES = frozenset({"complete", "cancelled", "error"})
 
 def dumps(value: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON, as `json.dumps(separators=(",", ":"), ensure_ascii=False)` writes it
-    for what events hold, at a twentieth of the cost (every token is encoded once here)."""
-    return orjson.dumps(value)
+    for what events hold, at a tenth of the cost (every token is encoded once here). Keys that
+    are not strings are written as strings, as `json` does; NaN and infinities become `null`
+    (`json` would write NaN, which no JSON parser reads)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
 @dataclass(frozen=True, slots=True)
