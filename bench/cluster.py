@@ -29,23 +29,16 @@ from pathlib import Path
 
 import httpx
 from cluster_client import Job, run_shares, split
-from rest import (
-    free_port,
-    hypercorn_config,
-    migrate,
-    register_and_login,
-    show_log,
-    stop,
-    wait_healthy,
-)
+from rest import free_port, show_log
 from stream_helpers import NS, percentile, process_cpu_s
 from stream_server import (
     Context,
-    bench_database,
-    bench_env,
     create_conversations,
+    migrated_env,
+    paced_server,
     raise_open_files,
     running_bench_server,
+    signed_in,
 )
 
 REDIS_START_S = 10.0
@@ -95,23 +88,6 @@ def private_redis(directory: Path) -> Iterator[tuple[str, int, int]]:
     finally:
         proc.kill()
         proc.wait()
-
-
-@contextmanager
-def running_floor_server(tmp: Path, args: argparse.Namespace) -> Iterator[tuple[str, int]]:
-    """`bench/floor_server.py` on a free port: (base URL, pid); stopped on exit."""
-    port = free_port()
-    cmd = [sys.executable, str(BENCH / "floor_server.py"), "--bind", f"127.0.0.1:{port}"]
-    cmd += ["--config", str(hypercorn_config(tmp))]
-    cmd += ["--tokens", str(args.tokens), "--rate", str(args.rate)]
-    with (tmp / "floor.log").open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=BENCH, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_healthy(base_url, proc)
-        yield base_url, proc.pid
-    finally:
-        stop(proc)
 
 
 def worker_pids(url: str, parent: int, count: int) -> dict[str, int]:
@@ -245,23 +221,18 @@ def measure(
 
 def cluster_runs(args: argparse.Namespace, tmp: Path) -> tuple[list[Run], list[str]]:
     runs: list[Run] = []
-    with running_floor_server(tmp, args) as (url, pid):
+    with paced_server("floor_server.py", tmp, args, tmp / "floor.log", cwd=BENCH) as (url, pid):
         ctx = Context(url, "floor", pid, "")
         for n in args.streams:
             ids = [str(uuid.uuid4()) for _ in range(n)]
             runs.append(measure("floor", ctx, url, {"A": pid}, n, args, ids))
-    with bench_database(args, tmp / "var") as database_url, ExitStack() as stack:
-        base_env = bench_env(tmp / "var", {}, database_url)
-        migrate(base_env)
-        log = tmp / "off.log"
-        try:
-            with running_bench_server(base_env, tmp, args, log) as (url, pid):
-                _, token = register_and_login(url)
-                ctx = Context(url, token, pid, database_url)
-                runs += [measure("off", ctx, url, {"A": pid}, n, args) for n in args.streams]
-        except BaseException:
-            show_log(log, everything=True)
-            raise
+    with (
+        migrated_env(args, tmp / "var", {}) as (base_env, database_url),
+        ExitStack() as stack,
+    ):
+        with signed_in(base_env, tmp, args, tmp / "off.log", database_url) as ctx:
+            url, pid, token = ctx.base_url, ctx.server_pid, ctx.token
+            runs += [measure("off", ctx, url, {"A": pid}, n, args) for n in args.streams]
         redis_url, redis_port, redis_pid = stack.enter_context(private_redis(tmp))
         publish = redis_publish_latency(redis_port, args.redis_requests)
         env = {**base_env, "REDIS_URL": redis_url}

@@ -28,7 +28,7 @@ import tempfile
 import time
 import tomllib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -317,17 +317,41 @@ def migrate(env: dict[str, str]) -> None:
 
 
 @contextmanager
-def running_server(env: dict[str, str], config: Path, port: int, log: Path) -> Iterator[int]:
-    """Start `parley serve`, wait until /healthz answers, yield its pid; stop it on exit."""
-    cmd = [sys.executable, "-m", "chat.cli", "serve"]
-    cmd += ["--bind", f"127.0.0.1:{port}", "--config", str(config)]
+def serving(
+    cmd: Sequence[str],
+    log: Path,
+    *,
+    port: int = 0,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+    preexec_fn: Callable[[], None] | None = None,
+) -> Iterator[tuple[str, int]]:
+    """Start the server `cmd` with `--bind 127.0.0.1:<port>` (a free port unless given), its
+    output in `log`; wait until /healthz answers; yield (base URL, pid); stop it on exit."""
+    port = port or free_port()
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*cmd, "--bind", f"127.0.0.1:{port}"],
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
+        )
     try:
-        wait_healthy(f"http://127.0.0.1:{port}", proc)
-        yield proc.pid
+        base_url = f"http://127.0.0.1:{port}"
+        wait_healthy(base_url, proc)
+        yield base_url, proc.pid
     finally:
         stop(proc)
+
+
+@contextmanager
+def running_server(env: dict[str, str], config: Path, port: int, log: Path) -> Iterator[int]:
+    """Start `parley serve`, wait until /healthz answers, yield its pid; stop it on exit."""
+    cmd = [sys.executable, "-m", "chat.cli", "serve", "--config", str(config)]
+    with serving(cmd, log, port=port, env=env) as (_, pid):
+        yield pid
 
 
 def wait_healthy(base_url: str, proc: subprocess.Popen[bytes]) -> None:

@@ -161,6 +161,36 @@ def machine_busy_s() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass(frozen=True)
+class Span:
+    """A measured window: its wall seconds, and a server's and the machine's CPU % over it."""
+
+    wall_s: float
+    server_cpu_pct: float
+    machine_cpu_pct: float
+
+
+@dataclass(frozen=True)
+class CpuMark:
+    """A server's and the machine's CPU seconds, read when a window starting at `start_ns`
+    (a `time.time_ns()` moment) is about to begin."""
+
+    pid: int
+    start_ns: int
+    server_s: float
+    machine_s: float
+
+    @classmethod
+    def read(cls, pid: int, start_ns: int) -> CpuMark:
+        return cls(pid, start_ns, process_cpu_s(pid), machine_busy_s())
+
+    def span(self) -> Span:
+        """The window from `start_ns` to now."""
+        wall = (time.time_ns() - self.start_ns) / NS
+        server = (process_cpu_s(self.pid) - self.server_s) / wall * 100
+        return Span(wall, server, (machine_busy_s() - self.machine_s) / wall * 100)
+
+
 class PeakRss:
     """Samples a process's RSS every `every_s` in a thread, keeping the peak; also its CPU
     over consecutive windows of `window_s`: the busiest window and how many were busy."""

@@ -9,34 +9,23 @@ import multiprocessing
 import os
 import resource
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import anyio
 import httpx
 import uvloop
-from rest import migrate, register_and_login, show_log
+from rest import show_log
 from stream_cold import cold_actor
-from stream_helpers import (
-    NS,
-    PeakRss,
-    SseReader,
-    StreamResult,
-    machine_busy_s,
-    process_cpu_s,
-    rss_kib,
-)
-from stream_report import BUSY_CPU_PCT, StreamRun, failures, stream_report
+from stream_helpers import NS, CpuMark, PeakRss, SseReader, StreamResult, rss_kib
+from stream_report import BUSY_CPU_PCT, StreamRun, failures, stream_report, stream_run
 from stream_server import (
     CONVERSATIONS,
     Context,
-    bench_database,
-    bench_env,
     create_conversations,
-    running_bench_server,
+    fresh_run,
+    signed_in,
 )
 
 STREAM_MESSAGE = "bench"
@@ -156,36 +145,18 @@ def run_streams(ctx: Context, streams: int, args: argparse.Namespace) -> StreamR
     workers = worker_count(args, streams)
     jobs = jobs_for(ctx, ids, workers, args)
     rss_idle = rss_kib(ctx.server_pid)
-    marks: dict[str, float] = {}
+    marks: list[CpuMark] = []
 
     def make(job: Job) -> Job:
         if not marks:
-            marks["start_ns"] = time.time_ns() + 0.3 * NS
-            marks["server_cpu"] = process_cpu_s(ctx.server_pid)
-            marks["machine_cpu"] = machine_busy_s()
-        return replace(job, start_at_ns=int(marks["start_ns"]))
+            marks.append(CpuMark.read(ctx.server_pid, time.time_ns() + int(0.3 * NS)))
+        return replace(job, start_at_ns=marks[0].start_ns)
 
     with PeakRss(ctx.server_pid, busy_pct=BUSY_CPU_PCT) as peak:
         done = run_workers(jobs, make)
-    wall = (time.time_ns() - marks["start_ns"]) / NS
-    server_cpu = (process_cpu_s(ctx.server_pid) - marks["server_cpu"]) / wall * 100
-    machine_cpu = (machine_busy_s() - marks["machine_cpu"]) / wall * 100
-    per_worker = [w.cpu_s / wall * 100 for w in done]
+    span = marks[0].span()
     results = [s for w in done for s in w.streams]
-    run = StreamRun(
-        streams=streams,
-        workers=workers,
-        results=results,
-        wall_s=wall,
-        server_cpu_pct=server_cpu,
-        loadgen_cpu_pct=sum(per_worker),
-        loadgen_max_worker_pct=max(per_worker),
-        machine_cpu_pct=machine_cpu,
-        rss_idle_kib=rss_idle,
-        rss_peak_kib=peak.peak_kib,
-        server_cpu_peak_pct=peak.peak_cpu_pct,
-        server_busy_s=peak.busy_windows,
-    )
+    run = stream_run(streams, workers, results, span, [w.cpu_s for w in done], rss_idle, peak)
     print(f"  {streams} streams: {failures(run, args.tokens)} failed", file=sys.stderr)
     return run
 
@@ -193,22 +164,10 @@ def run_streams(ctx: Context, streams: int, args: argparse.Namespace) -> StreamR
 def stream_mode(args: argparse.Namespace) -> str:
     """The streaming mode: cold actor, then each `--streams N`; the markdown report."""
     extra = {"ACTOR_HISTORY_MESSAGES": str(args.history)}
-    with (
-        tempfile.TemporaryDirectory(prefix="parley-stream-") as name,
-        bench_database(args, Path(name) / "var") as database_url,
-    ):
-        tmp = Path(name)
-        env = bench_env(tmp / "var", extra, database_url)
-        migrate(env)
+    with fresh_run(args, "parley-stream-", extra) as (tmp, env, database_url):
         log = tmp / "server.log"
-        try:
-            with running_bench_server(env, tmp, args, log) as (base_url, pid):
-                _, token = register_and_login(base_url)
-                ctx = Context(base_url, token, pid, database_url)
-                cold = cold_actor(ctx, args.cold_samples, args.history) if args.cold_samples else {}
-                runs = [run_streams(ctx, n, args) for n in args.streams]
-        except BaseException:
-            show_log(log, everything=True)
-            raise
+        with signed_in(env, tmp, args, log, database_url) as ctx:
+            cold = cold_actor(ctx, args.cold_samples, args.history) if args.cold_samples else {}
+            runs = [run_streams(ctx, n, args) for n in args.streams]
         show_log(log, everything=False)
     return stream_report(runs, cold, args)

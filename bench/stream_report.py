@@ -8,12 +8,13 @@ import os
 import platform
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from rest import cpu_model
 from stream_cold import ColdSample, cold_table
-from stream_helpers import NS, StreamResult, percentile
+from stream_helpers import NS, PeakRss, Span, StreamResult, percentile
 from stream_server import SERVER_SETTINGS
 
 BUSY_CPU_PCT = 90.0
@@ -68,6 +69,34 @@ class StreamRun:
     rss_peak_kib: int
     server_cpu_peak_pct: float
     server_busy_s: int
+
+
+def stream_run(
+    streams: int,
+    workers: int,
+    results: list[StreamResult],
+    span: Span,
+    worker_cpu_s: Sequence[float],
+    rss_idle_kib: int,
+    peak: PeakRss,
+) -> StreamRun:
+    """A run's figures: `worker_cpu_s` is each load generator's CPU seconds over `span`,
+    `peak` the server's sampler over it."""
+    per_worker = [cpu / span.wall_s * 100 for cpu in worker_cpu_s]
+    return StreamRun(
+        streams=streams,
+        workers=workers,
+        results=results,
+        wall_s=span.wall_s,
+        server_cpu_pct=span.server_cpu_pct,
+        loadgen_cpu_pct=sum(per_worker),
+        loadgen_max_worker_pct=max(per_worker),
+        machine_cpu_pct=span.machine_cpu_pct,
+        rss_idle_kib=rss_idle_kib,
+        rss_peak_kib=peak.peak_kib,
+        server_cpu_peak_pct=peak.peak_cpu_pct,
+        server_busy_s=peak.busy_windows,
+    )
 
 
 def failed(result: StreamResult, tokens: int) -> bool:

@@ -1,21 +1,30 @@
-"""The server side of `bench/stream.py`: its settings, its database, starting
-`bench/bench_server.py`, and creating conversations through the API."""
+"""The server side of `bench/stream.py` (and of `bench/ws.py` and `bench/cluster.py`): its
+settings, its database, starting `bench/bench_server.py` and the other paced servers, and
+creating conversations through the API."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import resource
-import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import httpx
-from rest import free_port, fresh_database, hypercorn_config, server_env, stop, wait_healthy
+from rest import (
+    fresh_database,
+    hypercorn_config,
+    migrate,
+    register_and_login,
+    server_env,
+    serving,
+    show_log,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -75,22 +84,69 @@ def bench_env(var_dir: Path, extra: dict[str, str], database_url: str = "") -> d
 
 
 @contextmanager
+def migrated_env(
+    args: argparse.Namespace, var_dir: Path, extra: dict[str, str]
+) -> Iterator[tuple[dict[str, str], str]]:
+    """The run's database (as `bench_database` makes it) migrated, and the servers' environment
+    on it (`bench_env`; one JWT secret for every server started with it): (env, database URL)."""
+    with bench_database(args, var_dir) as database_url:
+        env = bench_env(var_dir, extra, database_url)
+        migrate(env)
+        yield env, database_url
+
+
+@contextmanager
+def fresh_run(
+    args: argparse.Namespace, prefix: str, extra: dict[str, str]
+) -> Iterator[tuple[Path, dict[str, str], str]]:
+    """A temporary folder named with `prefix` and `migrated_env` in it: (folder, env, database
+    URL); the database dropped and the folder removed on exit."""
+    with (
+        tempfile.TemporaryDirectory(prefix=prefix) as name,
+        migrated_env(args, Path(name) / "var", extra) as (env, database_url),
+    ):
+        yield Path(name), env, database_url
+
+
+def paced_server(
+    script: str,
+    tmp: Path,
+    args: argparse.Namespace,
+    log: Path,
+    *extra: str,
+    port: int = 0,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+    preexec_fn: Callable[[], None] | None = None,
+) -> AbstractContextManager[tuple[str, int]]:
+    """`bench/<script>`, a server whose replies run at the benchmark's pace (`--tokens`,
+    `--rate`), with the run's Hypercorn config and `extra` arguments, on `port` (a free one
+    unless given); as `serving` runs it: (base URL, pid), stopped on exit."""
+    cmd = [sys.executable, str(BENCH / script), "--config", str(hypercorn_config(tmp))]
+    cmd += ["--tokens", str(args.tokens), "--rate", str(args.rate), *extra]
+    return serving(cmd, log, port=port, env=env, cwd=cwd, preexec_fn=preexec_fn)
+
+
 def running_bench_server(
     env: dict[str, str], tmp: Path, args: argparse.Namespace, log: Path, workers: int = 1
-) -> Iterator[tuple[str, int]]:
+) -> AbstractContextManager[tuple[str, int]]:
     """Start `bench/bench_server.py`, wait for /healthz; yield (base URL, pid); stop on exit."""
-    port = free_port()
-    cmd = [sys.executable, str(BENCH / "bench_server.py"), "--bind", f"127.0.0.1:{port}"]
-    cmd += ["--config", str(hypercorn_config(tmp))]
-    cmd += ["--tokens", str(args.tokens), "--rate", str(args.rate), "--workers", str(workers)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    return paced_server("bench_server.py", tmp, args, log, "--workers", str(workers), env=env)
+
+
+@contextmanager
+def signed_in(
+    env: dict[str, str], tmp: Path, args: argparse.Namespace, log: Path, database_url: str
+) -> Iterator[Context]:
+    """`running_bench_server` with the benchmark's user registered and signed in; all of the
+    server's log shown when anything fails."""
     try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_healthy(base_url, proc)
-        yield base_url, proc.pid
-    finally:
-        stop(proc)
+        with running_bench_server(env, tmp, args, log) as (base_url, pid):
+            _, token = register_and_login(base_url)
+            yield Context(base_url, token, pid, database_url)
+    except BaseException:
+        show_log(log, everything=True)
+        raise
 
 
 def create_conversations(ctx: Context, count: int) -> list[str]:

@@ -26,9 +26,7 @@ import multiprocessing
 import os
 import resource
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -38,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rest import free_port, hypercorn_config, migrate, show_log, stop, wait_healthy
-from stream_helpers import NS, PeakRss, StreamResult, machine_busy_s, process_cpu_s, rss_kib
+from rest import free_port, show_log
+from stream_helpers import NS, CpuMark, PeakRss, StreamResult, process_cpu_s, rss_kib
 from stream_idle import by_file
 from stream_live import run_streams, worker_count
-from stream_report import BUSY_CPU_PCT, StreamRun
-from stream_server import BENCH, ROOT, Context, bench_database, bench_env, raise_open_files
+from stream_report import BUSY_CPU_PCT, StreamRun, stream_run
+from stream_server import Context, fresh_run, paced_server, raise_open_files
 from websockets.asyncio.client import connect
 from ws_client import IdleJob, IdleResult, StreamJob, idle_worker, stream_worker
 from ws_report import IdleRun, report
@@ -93,22 +91,16 @@ def running(
 ) -> Iterator[tuple[int, int]]:
     """A fresh `bench/ws_server.py` (`app` is parley or bare); yield (port, pid), stop on exit."""
     port = free_port()
-    cmd = [sys.executable, str(BENCH / "ws_server.py"), "--app", app, "--bind", f"127.0.0.1:{port}"]
-    cmd += ["--config", str(hypercorn_config(tmp))]
-    cmd += ["--tokens", str(args.tokens), "--rate", str(args.rate), "--trace", trace]
     log = tmp / f"server-{app}-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, preexec_fn=high_file_limit
-        )
+    extra = ("--app", app, "--trace", trace)
     try:
-        wait_healthy(f"http://127.0.0.1:{port}", proc)
-        yield port, proc.pid
+        with paced_server(
+            "ws_server.py", tmp, args, log, *extra, env=env, port=port, preexec_fn=high_file_limit
+        ) as (_, pid):
+            yield port, pid
     except BaseException:
         show_log(log, everything=True)
         raise
-    finally:
-        stop(proc)
     show_log(log, everything=False)
 
 
@@ -268,30 +260,14 @@ def ws_streams(
             failed = [StreamResult(error=e) for _, errors in ready for e in errors]
             time.sleep(1.0)  # let the server settle before its idle RSS is read
             rss_idle = rss_kib(pid)
-            start_at = time.time_ns() + int(0.3 * NS)
-            server_cpu, machine_cpu = process_cpu_s(pid), machine_busy_s()
+            start = CpuMark.read(pid, time.time_ns() + int(0.3 * NS))
             with PeakRss(pid, busy_pct=BUSY_CPU_PCT) as peak:
                 for conn in conns:
-                    conn.send(start_at)
+                    conn.send(start.start_ns)
                 done = [receive(conn, args.ramp + args.tokens / args.rate + 120) for conn in conns]
-            wall = (time.time_ns() - start_at) / NS
-            server_cpu = (process_cpu_s(pid) - server_cpu) / wall * 100
-            machine_cpu = (machine_busy_s() - machine_cpu) / wall * 100
-    per_worker = [cpu / wall * 100 for _, cpu in done]
-    run = StreamRun(
-        streams=n,
-        workers=workers,
-        results=[r for results, _ in done for r in results] + failed,
-        wall_s=wall,
-        server_cpu_pct=server_cpu,
-        loadgen_cpu_pct=sum(per_worker),
-        loadgen_max_worker_pct=max(per_worker),
-        machine_cpu_pct=machine_cpu,
-        rss_idle_kib=rss_idle,
-        rss_peak_kib=peak.peak_kib,
-        server_cpu_peak_pct=peak.peak_cpu_pct,
-        server_busy_s=peak.busy_windows,
-    )
+            span = start.span()
+    results = [r for streamed, _ in done for r in streamed] + failed
+    run = stream_run(n, workers, results, span, [cpu for _, cpu in done], rss_idle, peak)
     print(f"  ws {n} streams done", file=sys.stderr)
     return run
 
@@ -311,13 +287,7 @@ def sse_streams(
 def bench(args: argparse.Namespace) -> str:
     """Every configuration the command line asks for; the markdown report."""
     extra = {"WS_MAX_SOCKETS_PER_USER": str(args.per_user)}
-    with (
-        tempfile.TemporaryDirectory(prefix="parley-ws-") as name,
-        bench_database(args, Path(name) / "var") as database_url,
-    ):
-        tmp = Path(name)
-        env = bench_env(tmp / "var", extra, database_url)  # one JWT secret for every server
-        migrate(env)
+    with fresh_run(args, "parley-ws-", extra) as (tmp, env, database_url):
         needed = max(
             [math.ceil(n / args.per_user) for n in [*args.idle, args.profile]] + args.streams + [20]
         )

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from databases import Database
 from quart import Quart
@@ -19,7 +20,7 @@ from chat.settings import Settings, load_settings
 from storage.database import create_database
 from tests import databases
 from tests.redis_server import RedisServer, running_redis
-from tests.server import Server, running_pair
+from tests.server import Server, running_pair, running_server
 
 SECRET = "test-secret-" + "x" * 40
 
@@ -79,6 +80,21 @@ def fixture_servers(
     """Two instances of one cluster, run with the module's own `env` fixture."""
     with running_pair(env, tmp_path_factory.mktemp("logs")) as servers:
         yield servers
+
+
+@pytest.fixture(name="third")
+def fixture_third(env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    """A third instance of the module's cluster, for one test (which may kill or pause it)."""
+    with running_server(env, tmp_path / "c.log") as server:
+        yield server
+
+
+@pytest.fixture(name="http")
+async def fixture_http() -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for tests against real server processes (each test bounds its own waits
+    with `fail_after`; the timeout only ends a request nobody answers)."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        yield client
 
 
 @pytest.fixture(name="db")

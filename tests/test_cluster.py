@@ -14,16 +14,23 @@ import anyio
 import httpx
 import pytest
 import redis.asyncio
-from httpx_sse import aconnect_sse
 
 from tests import databases
-from tests.accounts import new_conversation, sign_up
+from tests.accounts import BASE, new_conversation, sign_up
+from tests.cluster import (
+    cluster_env,
+    events_while,
+    first_chunk,
+    kill,
+    new_user_conversation,
+    send,
+    send_ok,
+    streaming,
+)
 from tests.redis_server import QUICK_REDIS, RedisServer
-from tests.server import Server, parley, running_server, server_env
+from tests.server import Server, running_server
 
 pytestmark = pytest.mark.anyio
-BASE = "/api/v1/chat/conversations"
-QUESTION = "How do I reset my password?"
 WAIT_S = 20
 LEASE_S = 2
 TERMINAL = ("complete", "cancelled", "error")
@@ -34,24 +41,16 @@ def fixture_env(
     tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
 ) -> Iterator[dict[str, str]]:
     url = databases.create_postgres_database()
-    env = server_env(
+    yield cluster_env(
         tmp_path_factory.mktemp("cluster"),
+        redis_server,
         database_url=url,
-        redis_url=redis_server.url,
         # Slow enough to act on a reply while it runs.
         assistant_token_delay_ms="20",
         **QUICK_REDIS,
         actor_lease_s=str(LEASE_S),
     )
-    parley("migrate", env=env)
-    yield env
     databases.drop_postgres_database(url)
-
-
-@pytest.fixture(name="http")
-async def fixture_http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=WAIT_S) as client:
-        yield client
 
 
 @pytest.fixture(name="lease_keys")
@@ -61,14 +60,6 @@ async def fixture_lease_keys(redis_server: RedisServer) -> AsyncIterator[redis.a
     await client.aclose()
 
 
-async def send(
-    http: httpx.AsyncClient, server: Server, me: dict[str, str], cid: str, text: str = QUESTION
-) -> httpx.Response:
-    """A message over REST, answered (201) once the reply is stored."""
-    url = f"{server.url}{BASE}/{cid}/messages"
-    return await http.post(url, json={"message": text}, headers=me)
-
-
 async def stored(
     http: httpx.AsyncClient, server: Server, me: dict[str, str], cid: str
 ) -> list[dict[str, object]]:
@@ -76,35 +67,6 @@ async def stored(
     assert response.status_code == 200
     items: list[dict[str, object]] = response.json()["items"]
     return items
-
-
-async def watch(
-    http: httpx.AsyncClient,
-    server: Server,
-    me: dict[str, str],
-    cid: str,
-    ready: anyio.Event,
-    into: list[dict[str, object]],
-    completes: int,
-) -> None:
-    """A conversation's events on `server` until `completes` replies completed."""
-    async with aconnect_sse(http, "GET", f"{server.url}{BASE}/{cid}/events", headers=me) as s:
-        ready.set()
-        async for sse in s.aiter_sse():
-            event = json.loads(sse.data)
-            into.append(event)
-            completes -= event["type"] == "complete"
-            if completes == 0:
-                return
-
-
-async def first_chunk(source: AsyncIterator[str]) -> str:
-    """Read a send-and-stream response up to its first chunk; the reply's id."""
-    async for data in source:
-        event = json.loads(data)
-        if event["type"] == "chunk":
-            return str(event["message_id"])
-    raise AssertionError("the stream ended without a chunk")
 
 
 async def wait_lease_gone(lease_keys: redis.asyncio.Redis, cid: str) -> None:
@@ -118,23 +80,18 @@ async def test_concurrent_sends_on_a_and_b_are_answered_by_one_actor_in_order(
     http: httpx.AsyncClient, servers: tuple[Server, Server]
 ) -> None:
     a, b = servers
-    _, me = await sign_up(http, a)
-    cid = await new_conversation(http, a, me)
-    events: list[dict[str, object]] = []
-    ready = anyio.Event()
+    me, cid = await new_user_conversation(http, a)
     each = 3
+
+    async def on_a_and_b_at_once() -> None:
+        async with anyio.create_task_group() as senders:
+            for i in range(each):
+                for server, name in ((a, "a"), (b, "b")):
+                    senders.start_soon(send_ok, http, server, me, cid, f"{name}{i}")
+
     with anyio.fail_after(WAIT_S):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch, http, b, me, cid, ready, events, 2 * each)
-            await ready.wait()
-            async with anyio.create_task_group() as senders:
-                for i in range(each):
-                    for server, name in ((a, "a"), (b, "b")):
-
-                        async def one(server: Server = server, text: str = f"{name}{i}") -> None:
-                            assert (await send(http, server, me, cid, text)).status_code == 201
-
-                        senders.start_soon(one)
+        watched = await events_while(http, b, me, cid, on_a_and_b_at_once, count=2 * each)
+    events: list[dict[str, object]] = [json.loads(data) for _, data in watched]
     # Stored strictly alternating: question, its answer, question, ... with no gaps.
     messages = await stored(http, a, me, cid)
     assert [m["role"] for m in messages] == ["user", "assistant"] * 2 * each
@@ -160,12 +117,9 @@ async def test_cancel_sent_to_b_stops_the_reply_running_on_a(
     http: httpx.AsyncClient, servers: tuple[Server, Server]
 ) -> None:
     a, b = servers
-    _, me = await sign_up(http, a)
-    cid = await new_conversation(http, a, me)
-    url = f"{a.url}{BASE}/{cid}/stream"
+    me, cid = await new_user_conversation(http, a)
     with anyio.fail_after(WAIT_S):
-        async with aconnect_sse(http, "GET", url, params={"message": QUESTION}, headers=me) as s:
-            frames = (sse.data async for sse in s.aiter_sse())
+        async with streaming(http, a, me, cid) as frames:
             reply_id = await first_chunk(frames)
             response = await http.post(f"{b.url}{BASE}/{cid}/cancel", headers=me)
             assert response.json() == {"cancelled": True}
@@ -184,12 +138,10 @@ async def test_delete_sent_to_b_stops_the_reply_running_on_a_at_once(
     http: httpx.AsyncClient, servers: tuple[Server, Server], lease_keys: redis.asyncio.Redis
 ) -> None:
     a, b = servers
-    _, me = await sign_up(http, a)
-    cid = await new_conversation(http, a, me)
-    url = f"{a.url}{BASE}/{cid}/stream"
+    me, cid = await new_user_conversation(http, a)
     with anyio.fail_after(WAIT_S):
-        async with aconnect_sse(http, "GET", url, params={"message": QUESTION}, headers=me) as s:
-            reply_id = await first_chunk(sse.data async for sse in s.aiter_sse())
+        async with streaming(http, a, me, cid) as frames:
+            reply_id = await first_chunk(frames)
             response = await http.delete(f"{b.url}{BASE}/{cid}", headers=me)
             assert response.status_code == 204
         # The conversation's events as Redis keeps them: the reply's chunks after the delete
@@ -213,32 +165,25 @@ async def test_delete_sent_to_b_stops_the_reply_running_on_a_at_once(
 
 
 async def test_the_next_message_after_the_owner_was_killed_is_answered_by_a_survivor(
-    http: httpx.AsyncClient,
-    servers: tuple[Server, Server],
-    env: dict[str, str],
-    tmp_path: Path,
+    http: httpx.AsyncClient, servers: tuple[Server, Server], third: Server
 ) -> None:
     _, b = servers
-    with running_server(env, tmp_path / "c.log") as c:
-        _, me = await sign_up(http, c)
-        cid = await new_conversation(http, c, me)
-        events: list[dict[str, object]] = []
-        ready = anyio.Event()
-        with anyio.fail_after(WAIT_S):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(watch, http, b, me, cid, ready, events, 1)
-                await ready.wait()
-                url = f"{c.url}{BASE}/{cid}/stream"
-                params = {"message": "first"}
-                async with aconnect_sse(http, "GET", url, params=params, headers=me) as s:
-                    interrupted = await first_chunk(sse.data async for sse in s.aiter_sse())
-                    c.process.send_signal(signal.SIGKILL)
-                    c.process.wait()
-                # Forwarded to the dead owner, nobody listens: B waits out the lease.
-                response = await send(http, b, me, cid, "second")
-                assert response.status_code == 201
+    me, cid = await new_user_conversation(http, third)
+    interrupted: list[str] = []
+
+    async def kill_the_owner_mid_reply_then_send_to_b() -> None:
+        async with streaming(http, third, me, cid, "first") as frames:
+            interrupted.append(await first_chunk(frames))
+            kill(third)
+        # Forwarded to the dead owner, nobody listens: B waits out the lease.
+        await send_ok(http, b, me, cid, "second")
+
+    with anyio.fail_after(WAIT_S):
+        watched = await events_while(http, b, me, cid, kill_the_owner_mid_reply_then_send_to_b)
+    events: list[dict[str, object]] = [json.loads(data) for _, data in watched]
+    [reply_id] = interrupted
     # Watchers on B were told the interrupted reply ended, then saw the new one.
-    ends = [e for e in events if e.get("message_id") == interrupted and e["type"] != "chunk"]
+    ends = [e for e in events if e.get("message_id") == reply_id and e["type"] != "chunk"]
     assert [e["type"] for e in ends] == ["error"]
     assert events[-1]["type"] == "complete"
     messages = await stored(http, b, me, cid)
@@ -253,35 +198,31 @@ async def test_the_next_message_after_the_owner_was_killed_is_answered_by_a_surv
 async def test_an_owner_paused_past_its_lease_does_not_store_its_late_reply(
     http: httpx.AsyncClient,
     servers: tuple[Server, Server],
-    env: dict[str, str],
-    tmp_path: Path,
+    third: Server,
     lease_keys: redis.asyncio.Redis,
 ) -> None:
     _, b = servers
-    with running_server(env, tmp_path / "paused.log") as paused:
-        _, me = await sign_up(http, paused)
-        cid = await new_conversation(http, paused, me)
-        url = f"{paused.url}{BASE}/{cid}/stream"
-        with anyio.fail_after(WAIT_S):
-            async with aconnect_sse(http, "GET", url, params={"message": "first"}, headers=me) as s:
-                frames = (sse.data async for sse in s.aiter_sse())
-                stale = await first_chunk(frames)
-                paused.process.send_signal(signal.SIGSTOP)
-                try:
-                    # Forwarded to the paused owner, which holds the lease but cannot answer:
-                    # given up once its lease is gone, long before the 30 s accept deadline.
-                    started = time.monotonic()
-                    response = await send(http, b, me, cid, "queued")
-                    assert response.status_code == 503
-                    assert time.monotonic() - started < 3 * LEASE_S
-                    await wait_lease_gone(lease_keys, cid)
-                    assert (await send(http, b, me, cid, "second")).status_code == 201
-                finally:
-                    paused.process.send_signal(signal.SIGCONT)
-                # The resumed owner's reply ends without being stored.
-                rest = [json.loads(data) async for data in frames]
-        assert rest[-1]["message_id"] == stale and rest[-1]["type"] in ("error", "cancelled")
-        assert paused.stop() == 0
+    paused = third
+    me, cid = await new_user_conversation(http, paused)
+    with anyio.fail_after(WAIT_S):
+        async with streaming(http, paused, me, cid, "first") as frames:
+            stale = await first_chunk(frames)
+            paused.process.send_signal(signal.SIGSTOP)
+            try:
+                # Forwarded to the paused owner, which holds the lease but cannot answer:
+                # given up once its lease is gone, long before the 30 s accept deadline.
+                started = time.monotonic()
+                response = await send(http, b, me, cid, "queued")
+                assert response.status_code == 503
+                assert time.monotonic() - started < 3 * LEASE_S
+                await wait_lease_gone(lease_keys, cid)
+                await send_ok(http, b, me, cid, "second")
+            finally:
+                paused.process.send_signal(signal.SIGCONT)
+            # The resumed owner's reply ends without being stored.
+            rest = [json.loads(data) async for data in frames]
+    assert rest[-1]["message_id"] == stale and rest[-1]["type"] in ("error", "cancelled")
+    assert paused.stop() == 0
     messages = await stored(http, b, me, cid)
     assert [(m["role"], m["content"]) for m in messages[:2]] == [
         ("user", "first"),

@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +24,14 @@ import pytest
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
-from tests.accounts import new_conversation, sign_up
+from tests.accounts import BASE, new_conversation, sign_up
+from tests.cluster import QUESTION, cluster_env, new_user_conversation
 from tests.redis_server import RedisServer
-from tests.server import ROOT, Server, free_port, parley, running_pair, server_env
+from tests.server import ROOT, Server, free_port
 
 pytestmark = pytest.mark.anyio
 TEMPLATE = ROOT / "deploy" / "nginx.conf.template"
 PLACEHOLDERS = ("APP1", "APP2", "LISTEN")
-BASE = "/api/v1/chat/conversations"
-QUESTION = "How do I reset my password?"
 WAIT_S = 15
 STARTUP_DEADLINE_S = 10
 
@@ -116,20 +115,16 @@ def wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> No
     raise RuntimeError(f"nginx not ready in {STARTUP_DEADLINE_S}s:\n{log.read_text()}")
 
 
-@pytest.fixture(name="servers", scope="module")
-def fixture_servers(
+@pytest.fixture(name="env", scope="module")
+def fixture_env(
     tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, postgres_url: str
-) -> Iterator[tuple[Server, Server]]:
-    # One var folder and one PostgreSQL database: the same data and JWT secret on both.
-    env = server_env(
+) -> dict[str, str]:
+    return cluster_env(
         tmp_path_factory.mktemp("cluster"),
+        redis_server,
         database_url=postgres_url,
-        redis_url=redis_server.url,
         assistant_token_delay_ms="20",
     )
-    parley("migrate", env=env)
-    with running_pair(env, tmp_path_factory.mktemp("logs")) as servers:
-        yield servers
 
 
 @pytest.fixture(name="lb", scope="module")
@@ -138,12 +133,6 @@ def fixture_lb(
 ) -> Iterator[Nginx]:
     with running_nginx(tmp_path_factory.mktemp("nginx"), *servers) as nginx:
         yield nginx
-
-
-@pytest.fixture(name="http")
-async def fixture_http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=WAIT_S) as client:
-        yield client
 
 
 async def wait_for_log(lb: Nginx, path: str, count: int) -> list[str]:
@@ -169,8 +158,7 @@ async def test_requests_take_turns_between_the_two_instances(
 async def test_route_7_streams_the_reply_token_by_token_through_nginx(
     http: httpx.AsyncClient, lb: Nginx
 ) -> None:
-    _, me = await sign_up(http, lb)
-    cid = await new_conversation(http, lb, me)
+    me, cid = await new_user_conversation(http, lb)
     kinds: list[str] = []
     stored_at_first_chunk: list[dict[str, str]] = []
     with anyio.fail_after(WAIT_S):
@@ -214,8 +202,7 @@ async def test_a_websocket_through_nginx_pings_and_streams_a_reply(
 async def test_resume_through_nginx_on_the_other_instance(
     http: httpx.AsyncClient, lb: Nginx
 ) -> None:
-    _, me = await sign_up(http, lb)
-    cid = await new_conversation(http, lb, me)
+    me, cid = await new_user_conversation(http, lb)
     produced = []
     with anyio.fail_after(WAIT_S):
         url = f"{lb.url}{BASE}/{cid}/stream"

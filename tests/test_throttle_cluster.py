@@ -4,55 +4,40 @@ and with Redis stopped they still answer (counting in each instance, the failure
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import databases
-from tests.redis_server import QUICK_REDIS, RedisServer, running_redis
-from tests.server import Server, parley, running_pair, server_env
+from tests.accounts import new_conversation
+from tests.cluster import cluster_env, send
+from tests.redis_server import QUICK_REDIS, RedisServer
+from tests.server import Server
 
 pytestmark = pytest.mark.anyio
-BASE = "/api/v1/chat/conversations"
 PASSWORD = "password-1"
 
 
-@pytest.fixture(name="redis", scope="module")
-def fixture_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    # Its own server: this module stops it.
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
-@pytest.fixture(name="pair", scope="module")
-def fixture_pair(
-    tmp_path_factory: pytest.TempPathFactory, redis: RedisServer
-) -> Iterator[tuple[Server, Server]]:
+@pytest.fixture(name="env", scope="module")
+def fixture_env(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[dict[str, str]]:
     url = databases.create_postgres_database()
-    env = server_env(
-        tmp_path_factory.mktemp("limits"),
-        database_url=url,
-        redis_url=redis.url,
-        assistant_token_delay_ms="0",
-        auth_rate_per_email="3/minute",
-        user_message_rate="4/minute",
-        metrics_enabled="true",
-        **QUICK_REDIS,
-    )
-    parley("migrate", env=env)
     try:
-        with running_pair(env, tmp_path_factory.mktemp("logs")) as pair:
-            yield pair
+        yield cluster_env(
+            tmp_path_factory.mktemp("limits"),
+            redis_server,
+            database_url=url,
+            assistant_token_delay_ms="0",
+            auth_rate_per_email="3/minute",
+            user_message_rate="4/minute",
+            metrics_enabled="true",
+            **QUICK_REDIS,
+        )
     finally:
         databases.drop_postgres_database(url)
-
-
-@pytest.fixture(name="http")
-async def fixture_http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        yield client
 
 
 async def sign_up(http: httpx.AsyncClient, server: Server) -> tuple[str, dict[str, str]]:
@@ -64,10 +49,9 @@ async def sign_up(http: httpx.AsyncClient, server: Server) -> tuple[str, dict[st
     return email, {"Authorization": f"Bearer {login.json()['access_token']}"}
 
 
-async def send(http: httpx.AsyncClient, server: Server, me: dict[str, str], cid: str) -> int:
-    url = f"{server.url}{BASE}/{cid}/messages"
-    response = await http.post(url, json={"message": "Hi"}, headers=me)
-    return int(response.status_code)
+async def status(http: httpx.AsyncClient, server: Server, me: dict[str, str], cid: str) -> int:
+    """The status a message over REST is answered with."""
+    return (await send(http, server, me, cid, "Hi")).status_code
 
 
 async def storage_errors(http: httpx.AsyncClient, server: Server) -> float:
@@ -80,15 +64,15 @@ async def storage_errors(http: httpx.AsyncClient, server: Server) -> float:
 
 
 async def test_two_instances_share_one_budget(
-    pair: tuple[Server, Server], http: httpx.AsyncClient
+    servers: tuple[Server, Server], http: httpx.AsyncClient
 ) -> None:
-    a, b = pair
+    a, b = servers
     email, me = await sign_up(http, a)
-    cid = str((await http.post(a.url + BASE, json={}, headers=me)).json()["id"])
+    cid = await new_conversation(http, a, me)
     # Four messages, two through each instance, then neither takes a fifth.
-    assert [await send(http, s, me, cid) for s in (a, b, a, b)] == [201] * 4
-    assert await send(http, a, me, cid) == 429
-    assert await send(http, b, me, cid) == 429
+    assert [await status(http, s, me, cid) for s in (a, b, a, b)] == [201] * 4
+    assert await status(http, a, me, cid) == 429
+    assert await status(http, b, me, cid) == 429
     # Sign-in attempts for one email: registration and login were two; one more on B is the
     # third; past it both refuse, whichever is asked.
     wrong = {"email": email, "password": "wrong"}
@@ -98,17 +82,17 @@ async def test_two_instances_share_one_budget(
 
 
 async def test_with_redis_stopped_requests_still_succeed(
-    pair: tuple[Server, Server], http: httpx.AsyncClient, redis: RedisServer
+    servers: tuple[Server, Server], http: httpx.AsyncClient, redis_server: RedisServer
 ) -> None:
-    a, b = pair
+    a, b = servers
     before = await storage_errors(http, a)
-    redis.stop()
+    redis_server.stop()
     try:
         # Registration, sign-in and messages go on (each instance counts on its own).
         for server in (a, b):
             _, me = await sign_up(http, server)
-            cid = str((await http.post(server.url + BASE, json={}, headers=me)).json()["id"])
-            assert await send(http, server, me, cid) == 201
+            cid = await new_conversation(http, server, me)
+            assert await status(http, server, me, cid) == 201
         assert await storage_errors(http, a) > before
     finally:
-        redis.start()
+        redis_server.start()

@@ -17,12 +17,21 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from httpx_sse import aconnect_sse
 
+from tests.accounts import BASE, new_conversation, sign_up
+from tests.cluster import (
+    cluster_env,
+    events_while,
+    first_chunk,
+    read_sse,
+    send_ok,
+    seqs,
+    streaming,
+    without_gaps,
+)
 from tests.redis_server import RedisServer
-from tests.server import Server, parley, running_server, server_env
+from tests.server import Server, running_server
 from tests.test_cli import one_error_line, run
-from tests.test_redis_bridge import BASE, QUESTION, new_conversation, read_sse, send, sign_up
 
 pytestmark = pytest.mark.anyio
 WAIT_S = 20
@@ -35,15 +44,13 @@ SHUTDOWN_BUDGET_S = 13
 def fixture_env(
     tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
 ) -> dict[str, str]:
-    env = server_env(
+    return cluster_env(
         tmp_path_factory.mktemp("workers"),
-        redis_url=redis_server.url,
+        redis_server,
         # Slow enough to cancel a reply while it runs.
         assistant_token_delay_ms="20",
         redis_timeout_s="0.5",
     )
-    parley("migrate", env=env)
-    return env
 
 
 @pytest.fixture(name="workers", scope="module")
@@ -141,41 +148,25 @@ async def test_a_message_to_one_worker_streams_to_sse_on_the_other(workers: Serv
             to_a, a_pid, to_b, b_pid = pair.to_a, pair.a_pid, pair.to_b, pair.b_pid
             server, me, cid = pair.server, pair.me, pair.cid
             assert a_pid != b_pid
-            ready = anyio.Event()
-            async with anyio.create_task_group() as tg:
-                on_b: list[tuple[str, str]] = []
-
-                async def watch() -> None:
-                    on_b.extend(await read_sse(to_b, server, me, cid, ready))
-
-                # Still B's connection, kept alive: the stream goes over it next.
-                assert int((await to_b.get("/readyz")).json()["pid"]) == b_pid
-                tg.start_soon(watch)
-                await ready.wait()
-                await send(to_a, server, me, cid)
+            # Still B's connection, kept alive: the stream goes over it next.
+            assert int((await to_b.get("/readyz")).json()["pid"]) == b_pid
+            on_b = await events_while(to_b, server, me, cid, lambda: send_ok(to_a, server, me, cid))
             # A's connection stayed on A for every request.
             assert int((await to_a.get("/readyz")).json()["pid"]) == a_pid
     kinds = [json.loads(data)["type"] for _, data in on_b]
     assert kinds[0] == "message" and kinds[-1] == "complete" and "chunk" in kinds
-    numbered = [json.loads(data)["seq"] for _, data in on_b]
-    assert numbered == list(range(numbered[0], numbered[0] + len(numbered)))
+    assert without_gaps(seqs(on_b))
 
 
 async def test_cancel_on_one_worker_stops_the_reply_running_on_the_other(workers: Server) -> None:
     with anyio.fail_after(WAIT_S):
         async with two_workers(workers) as pair:
             to_a, to_b, me, cid = pair.to_a, pair.to_b, pair.me, pair.cid
-            url = f"{BASE}/{cid}/stream"
-            params = {"message": QUESTION}
-            async with aconnect_sse(to_a, "GET", url, params=params, headers=me) as source:
-                frames = (json.loads(sse.data) async for sse in source.aiter_sse())
-                async for frame in frames:
-                    if frame["type"] == "chunk":
-                        reply_id = frame["message_id"]
-                        break
+            async with streaming(to_a, pair.server, me, cid) as frames:
+                reply_id = await first_chunk(frames)
                 answer = await to_b.post(f"{BASE}/{cid}/cancel", headers=me)
                 assert answer.json() == {"cancelled": True}
-                rest = [frame async for frame in frames]
+                rest = [json.loads(data) async for data in frames]
             stored = (await to_b.get(f"{BASE}/{cid}/messages", headers=me)).json()["items"]
     assert (rest[-1]["type"], rest[-1]["message_id"]) == ("cancelled", reply_id)
     assert [(m["role"], m["status"]) for m in stored] == [
@@ -190,16 +181,7 @@ async def test_a_stream_resumes_on_the_other_worker_from_its_last_event_id(
     with anyio.fail_after(WAIT_S):
         async with two_workers(workers) as pair:
             to_a, to_b, server, me, cid = pair.to_a, pair.to_b, pair.server, pair.me, pair.cid
-            ready = anyio.Event()
-            async with anyio.create_task_group() as tg:
-                on_a: list[tuple[str, str]] = []
-
-                async def watch() -> None:
-                    on_a.extend(await read_sse(to_a, server, me, cid, ready))
-
-                tg.start_soon(watch)
-                await ready.wait()
-                await send(to_b, server, me, cid)
+            on_a = await events_while(to_a, server, me, cid, lambda: send_ok(to_b, server, me, cid))
             middle = len(on_a) // 2
             resumed = await read_sse(to_b, server, me, cid, anyio.Event(), on_a[middle][0])
     # Each event after the position, exactly once, as the same bytes.
