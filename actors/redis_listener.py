@@ -96,6 +96,14 @@ class Listener:
                 reason = f"{type(error).__name__}: {error}"
                 if self.connected:
                     log.warning("Redis connection lost (%s): reconnecting", reason)
+                elif not first.is_set():
+                    # Said once at start, so an operator sees why /readyz says "degraded".
+                    log.warning(
+                        "Redis unavailable at start (%s): serving this instance's clients "
+                        "alone, retrying every %g s at most",
+                        reason,
+                        self.reconnect_max_s,
+                    )
                 else:
                     log.debug("Redis still unavailable (%s)", reason)
             if self.connected:

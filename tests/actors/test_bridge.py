@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from actors.bridge import Bridge, BridgeConfig, connect_redis
 from actors.events import Event, Position
 from actors.hub import Hub, Subscription
 from tests.redis_server import RedisServer, running_redis
+from tests.server import free_port
 
 pytestmark = pytest.mark.anyio
 USER = uuid.uuid4()
@@ -174,3 +176,18 @@ async def receive_end(subscription: Subscription) -> str | None:
         while await subscription.receive() is not None:
             pass
     return subscription.cut_off
+
+
+async def test_redis_unreachable_at_start_is_said_once_and_events_stay_local(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with caplog.at_level(logging.DEBUG, logger="actors.redis_listener"):
+        async with instance(closed) as (hub, bridge):
+            assert bridge.state == "degraded"
+            with hub.subscribe(uuid.uuid4()) as subscription:
+                publish(hub, subscription.topic, 2)
+                assert [e.seq for e in await receive(subscription, 2)] == [1, 2]
+    # The first attempt is over once the bridge has started (its `first` is set after it).
+    said = [r for r in caplog.records if "unavailable at start" in r.message]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
