@@ -22,8 +22,13 @@ pytestmark = pytest.mark.anyio
 BASE = "/api/v1/chat/conversations"
 PASSWORD = "a-secret-passphrase-9"
 WAIT_S = 30.0
-# Three messages per 10 s, whichever door they come through.
+# Three messages per 30 s, whichever door they come through. The budget's window slides
+# (limits' sliding-window counter): the last window's count fades as the next one goes on, so
+# a budget spent near the end of one window is partly back a third of the way into the next.
+# The window is long enough that the test's six sends never see that on a loaded machine
+# (with 10 s they once did).
 BUDGET = 3
+WINDOW_S = 30
 
 
 @pytest.fixture(name="metrics_port", scope="module")
@@ -37,7 +42,7 @@ def fixture_server(tmp_path_factory: pytest.TempPathFactory, metrics_port: int) 
     env = server_env(
         tmp,
         assistant_token_delay_ms="0",
-        user_message_rate=f"{BUDGET}/10seconds",
+        user_message_rate=f"{BUDGET}/{WINDOW_S}seconds",
         metrics_bind=f"127.0.0.1:{metrics_port}",
         log_format="json",
     )
@@ -135,7 +140,7 @@ async def test_one_budget_for_every_door(
     rejected = value(after, "parley_rate_limited_total", limit="user_messages")
     assert rejected - value(before, "parley_rate_limited_total", limit="user_messages") == 3
     # The budget comes back once its window has passed (waiting is the behaviour under test).
-    with anyio.fail_after(WAIT_S):
+    with anyio.fail_after(2 * WINDOW_S + WAIT_S):
         while refused.status_code == 429:
             await anyio.sleep(int(refused.headers["Retry-After"]))
             refused = await http.post(f"{BASE}/{cid}/messages", json={"message": "Hi"}, headers=me)
