@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 from cluster_client import Job, run_shares, split
-from rest import free_port, show_log
+from rest import free_port
 from stream_helpers import NS, percentile, process_cpu_s
 from stream_server import (
     Context,
@@ -251,21 +251,15 @@ def bridge_runs(
     redis_pid: int,
 ) -> list[Run]:
     """`local` and `cross` on two instances A and B of one cluster."""
-    logs = [tmp / "a.log", tmp / "b.log"]
     runs: list[Run] = []
-    try:
-        with ExitStack() as stack:
-            url_a, pid_a = stack.enter_context(running_bench_server(env, tmp, args, logs[0]))
-            url_b, pid_b = stack.enter_context(running_bench_server(env, tmp, args, logs[1]))
-            ctx = Context(url_a, token, pid_a, database_url)
-            pids = {"A": pid_a, "B": pid_b, "redis": redis_pid}
-            for n in args.streams:
-                runs.append(measure("local", ctx, url_a, pids, n, args))
-                runs.append(measure("cross", ctx, url_b, pids, n, args))
-    except BaseException:
-        for path in logs:
-            show_log(path, everything=True)
-        raise
+    with ExitStack() as stack:
+        url_a, pid_a = stack.enter_context(running_bench_server(env, tmp, args, tmp / "a.log"))
+        url_b, pid_b = stack.enter_context(running_bench_server(env, tmp, args, tmp / "b.log"))
+        ctx = Context(url_a, token, pid_a, database_url)
+        pids = {"A": pid_a, "B": pid_b, "redis": redis_pid}
+        for n in args.streams:
+            runs.append(measure("local", ctx, url_a, pids, n, args))
+            runs.append(measure("cross", ctx, url_b, pids, n, args))
     return runs
 
 
@@ -281,14 +275,10 @@ def workers_runs(
     posts both on that port, so the kernel deals each to either worker."""
     log = tmp / "workers.log"
     name = f"workers{args.server_workers}"
-    try:
-        with running_bench_server(env, tmp, args, log, args.server_workers) as (url, parent):
-            pids = worker_pids(url, parent, args.server_workers) | {"redis": redis_pid}
-            ctx = Context(url, token, parent, database_url)
-            return [measure(name, ctx, url, pids, n, args) for n in args.workers_streams]
-    except BaseException:
-        show_log(log, everything=True)
-        raise
+    with running_bench_server(env, tmp, args, log, args.server_workers) as (url, parent):
+        pids = worker_pids(url, parent, args.server_workers) | {"redis": redis_pid}
+        ctx = Context(url, token, parent, database_url)
+        return [measure(name, ctx, url, pids, n, args) for n in args.workers_streams]
 
 
 def ratio(run: Run, base: Run) -> str:

@@ -151,16 +151,11 @@ def bench(args: argparse.Namespace, wrk: str, tmp: Path, url: str) -> list[tuple
         }
         for ctx in contexts.values():
             check(ctx, targets, message_path)
-        try:
-            for concurrency in args.concurrency:
-                for target in targets:
-                    for mode in ("off", "on", "on", "off") * args.rounds:
-                        result = measure(contexts[mode], target, concurrency, args)
-                        results.append((mode, result))
-        except Exception:
-            for log in logs.values():
-                show_log(log, everything=True)
-            raise
+        for concurrency in args.concurrency:
+            for target in targets:
+                for mode in ("off", "on", "on", "off") * args.rounds:
+                    result = measure(contexts[mode], target, concurrency, args)
+                    results.append((mode, result))
     for log in logs.values():
         show_log(log, everything=False)
     return results

@@ -327,7 +327,8 @@ def serving(
     preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[tuple[str, int]]:
     """Start the server `cmd` with `--bind 127.0.0.1:<port>` (a free port unless given), its
-    output in `log`; wait until /healthz answers; yield (base URL, pid); stop it on exit."""
+    output in `log`; wait until /healthz answers; yield (base URL, pid); stop it on exit, and
+    if it failed to start or anything inside failed, show all of its log."""
     port = port or free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -342,8 +343,11 @@ def serving(
         base_url = f"http://127.0.0.1:{port}"
         wait_healthy(base_url, proc)
         yield base_url, proc.pid
-    finally:
+    except BaseException:
         stop(proc)
+        show_log(log, everything=True)
+        raise
+    stop(proc)
 
 
 @contextmanager
@@ -530,20 +534,16 @@ def bench(args: argparse.Namespace, wrk: str, tmp: Path, database_url: str) -> l
     migrate(env)
     port = free_port()
     log = tmp / "server.log"
-    try:
-        with running_server(env, hypercorn_config(tmp), port, log) as pid:
-            base_url = f"http://127.0.0.1:{port}"
-            user_id, token = register_and_login(base_url)
-            ids = asyncio.run(seed(database_url, user_id, args.conversations, args.messages))
-            targets = targets_for(ids[0])
-            scripts = write_scripts(tmp, targets)
-            ctx = Context(wrk, base_url, token, pid, scripts, database_url, user_id)
-            preflight(ctx, targets)
-            asyncio.run(delete_posted(database_url, user_id))
-            results = run_matrix(ctx, targets, args)
-    except Exception:
-        show_log(log, everything=True)
-        raise
+    with running_server(env, hypercorn_config(tmp), port, log) as pid:
+        base_url = f"http://127.0.0.1:{port}"
+        user_id, token = register_and_login(base_url)
+        ids = asyncio.run(seed(database_url, user_id, args.conversations, args.messages))
+        targets = targets_for(ids[0])
+        scripts = write_scripts(tmp, targets)
+        ctx = Context(wrk, base_url, token, pid, scripts, database_url, user_id)
+        preflight(ctx, targets)
+        asyncio.run(delete_posted(database_url, user_id))
+        results = run_matrix(ctx, targets, args)
     show_log(log, everything=False)
     return results
 

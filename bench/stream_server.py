@@ -23,7 +23,6 @@ from rest import (
     register_and_login,
     server_env,
     serving,
-    show_log,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,15 +137,11 @@ def running_bench_server(
 def signed_in(
     env: dict[str, str], tmp: Path, args: argparse.Namespace, log: Path, database_url: str
 ) -> Iterator[Context]:
-    """`running_bench_server` with the benchmark's user registered and signed in; all of the
-    server's log shown when anything fails."""
-    try:
-        with running_bench_server(env, tmp, args, log) as (base_url, pid):
-            _, token = register_and_login(base_url)
-            yield Context(base_url, token, pid, database_url)
-    except BaseException:
-        show_log(log, everything=True)
-        raise
+    """`running_bench_server` with the benchmark's user registered and signed in (all of the
+    server's log is shown when anything fails: `rest.serving`)."""
+    with running_bench_server(env, tmp, args, log) as (base_url, pid):
+        _, token = register_and_login(base_url)
+        yield Context(base_url, token, pid, database_url)
 
 
 def create_conversations(ctx: Context, count: int) -> list[str]:

@@ -93,14 +93,10 @@ def running(
     port = free_port()
     log = tmp / f"server-{app}-{port}.log"
     extra = ("--app", app, "--trace", trace)
-    try:
-        with paced_server(
-            "ws_server.py", tmp, args, log, *extra, env=env, port=port, preexec_fn=high_file_limit
-        ) as (_, pid):
-            yield port, pid
-    except BaseException:
-        show_log(log, everything=True)
-        raise
+    with paced_server(
+        "ws_server.py", tmp, args, log, *extra, env=env, port=port, preexec_fn=high_file_limit
+    ) as (_, pid):
+        yield port, pid
     show_log(log, everything=False)
 
 
