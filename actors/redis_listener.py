@@ -163,6 +163,8 @@ class Listener:
         connection = pubsub.connection
         if connection is None:
             raise Broken("the pub/sub connection is not open")
+        # The connection's parser is the same for its whole life: looked up once.
+        buffered = _buffered_replies(connection)
         pinged = False
         while True:
             quiet = self.timeout_s if pinged else self.ping_s
@@ -177,7 +179,7 @@ class Listener:
                 await self._take(pubsub, response)
                 # What arrived with it is taken without another trip through redis-py's
                 # read path (a task switch, a timeout scope and a retry wrapper per message).
-                for response in _buffered(pubsub):
+                for response in buffered():
                     await self._take(pubsub, response)
                 continue
             if pinged:
@@ -212,20 +214,23 @@ class Listener:
             await changed.wait()
 
 
-def _buffered(pubsub: PubSub) -> Iterator[Any]:
-    """The replies already complete in the connection's hiredis reader (none without hiredis,
-    or if redis-py's parser changes shape: then each goes through `parse_response`). Errors are
-    raised as redis-py's own read would."""
-    connection = pubsub.connection
+def _buffered_replies(connection: Any) -> Callable[[], Iterator[Any]]:
+    """What yields the replies already complete in `connection`'s hiredis reader (nothing
+    without hiredis, or if redis-py's parser changes shape: then each reply goes through the
+    connection's read). Errors are raised as redis-py's own read would."""
     reader = getattr(getattr(connection, "_parser", None), "_reader", None)
     gets = getattr(reader, "gets", None)
-    if gets is None or NOT_ENOUGH_DATA is None:
-        return
-    while (response := gets()) is not NOT_ENOUGH_DATA:
-        if isinstance(response, Exception):
-            raise response
-        if not isinstance(response, list) or not response:
-            raise Broken(f"unexpected pub/sub reply {response!r:.80}")
-        if isinstance(response[0], Exception):
-            raise response[0]
-        yield response
+
+    def replies() -> Iterator[Any]:
+        if gets is None or NOT_ENOUGH_DATA is None:
+            return
+        while (response := gets()) is not NOT_ENOUGH_DATA:
+            if isinstance(response, Exception):
+                raise response
+            if not isinstance(response, list) or not response:
+                raise Broken(f"unexpected pub/sub reply {response!r:.80}")
+            if isinstance(response[0], Exception):
+                raise response[0]
+            yield response
+
+    return replies

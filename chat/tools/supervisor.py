@@ -236,11 +236,11 @@ class Supervisor:
                     return f"its health check failed: {describe_error(error)}"
 
     async def _list_tools(self, session: ClientSession) -> list[ToolSpec]:
+        from mcp_types import PaginatedRequestParams
+
         specs: list[ToolSpec] = []
         cursor: str | None = None
         while True:
-            from mcp_types import PaginatedRequestParams
-
             params = PaginatedRequestParams(cursor=cursor) if cursor else None
             listing = await session.list_tools(params=params)
             for tool in listing.tools:
